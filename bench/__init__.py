@@ -1,0 +1,1 @@
+"""wcc-bench: the reproducibility and benchmarking suite around the ``wcc`` library."""

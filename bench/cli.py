@@ -1,0 +1,43 @@
+"""``python -m bench``: the suite's command line.
+
+Each subcommand lives in its own module exposing ``configure(parser)`` and ``run(args) -> int``;
+the modules are imported only when their command runs, so ``--help`` stays fast and a command's
+heavy dependencies (pandas, submitit, ...) are needed only by that command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("bench.info", "versions, backends and the device probes of this machine"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="wcc-bench: reproduce the WCC paper's tables, time WCC on this machine, build reports.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).configure(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""WCC op backends: one op definition, several implementations, explainable dispatch.
+
+Importing this package registers the reference backend and the optional fast backends; the
+fast ones import their heavy dependencies (compiler, Triton) only when first used.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from wcc.backends._registry import (
+    ENV_VAR,
+    Backend,
+    BackendStatus,
+    BackendUnavailableError,
+    backend_status,
+    get_backend,
+    list_backends,
+    register_backend,
+    select_backend,
+)
+from wcc.backends.reference import keep_count, select_positions
+from wcc.config import WCCConfig
+
+__all__ = [
+    "ENV_VAR",
+    "Backend",
+    "BackendStatus",
+    "BackendUnavailableError",
+    "backend_status",
+    "get_backend",
+    "list_backends",
+    "register_backend",
+    "select_backend",
+    "keep_count",
+    "select_positions",
+    "wcc_conv",
+]
+
+
+def wcc_conv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    act_alpha: torch.Tensor,
+    config: WCCConfig,
+) -> torch.Tensor:
+    """Run the WCC op on the backend chosen for ``x`` and ``config`` (see ``select_backend``).
+
+    Shapes: x ``(N, C_in, H, W)``, weight ``(C_out, C_in)``, bias ``(C_out,)`` -> ``(N, C_out, H, W)``.
+    """
+    return select_backend(x, config).wcc_conv(x, weight, bias, act_alpha, config)

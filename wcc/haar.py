@@ -1,0 +1,135 @@
+"""Orthonormal multi-level 2-D Haar transform (reference implementation).
+
+Layout: a same-size Mallat pyramid. One level maps the top-left ``h x w`` region (the current
+LL band) to four ``h/2 x w/2`` bands::
+
+    +------+------+
+    |  LL  |  H   |      LL = (a + b + c + d) / 2      for each 2x2 block [[a, b],
+    +------+------+      H  = (a - b + c - d) / 2                          [c, d]]
+    |  V   |  D   |      V  = (a + b - c - d) / 2
+    +------+------+      D  = (a - b - c + d) / 2
+
+and level ``j + 1`` recurses on the LL band. Each basis filter has unit L2 norm, so the
+transform is orthogonal: energy is preserved and the inverse is the transpose. That is also
+why autograd is trivial and exact: the backward of the forward transform *is* the inverse
+transform (and vice versa), and nothing needs to be saved for backward.
+
+Shapes: ``x`` is ``(..., H, W)`` with ``H`` and ``W`` multiples of ``2**levels`` (use
+:func:`pad_to_multiple` first); the output has the same shape and dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["haar2d", "ihaar2d", "pad_to_multiple", "padded_size"]
+
+
+def padded_size(size: int, levels: int) -> int:
+    """Smallest multiple of ``2**levels`` that is >= ``size``."""
+    m = 1 << levels
+    return -(-size // m) * m
+
+
+def pad_to_multiple(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Zero-pad the last two dims at the bottom and right to multiples of ``2**levels``.
+
+    Height and width get their own pad (the official layer swaps them, which breaks
+    non-square inputs such as KITTI's 192x640).
+    """
+    h, w = x.shape[-2:]
+    ph, pw = padded_size(h, levels) - h, padded_size(w, levels) - w
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (0, pw, 0, ph))
+
+
+def _check(x: torch.Tensor, levels: int) -> None:
+    if levels < 1:
+        raise ValueError(f"levels must be >= 1, got {levels}")
+    if x.dim() < 2:
+        raise ValueError(f"expected a tensor of shape (..., H, W), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"the Haar transform needs a floating dtype, got {x.dtype}")
+    h, w = x.shape[-2:]
+    m = 1 << levels
+    if h % m or w % m:
+        raise ValueError(
+            f"H={h} and W={w} must be multiples of 2**levels={m}; pad with pad_to_multiple(x, {levels})"
+        )
+
+
+def _forward_levels(x: torch.Tensor, levels: int) -> torch.Tensor:
+    out = x.clone()
+    h, w = x.shape[-2:]
+    for _ in range(levels):
+        ll = out[..., :h, :w]
+        a, b = ll[..., 0::2, 0::2], ll[..., 0::2, 1::2]
+        c, d = ll[..., 1::2, 0::2], ll[..., 1::2, 1::2]
+        bands = (
+            (a + b + c + d) * 0.5,  # LL
+            (a - b + c - d) * 0.5,  # H: difference along width
+            (a + b - c - d) * 0.5,  # V: difference along height
+            (a - b - c + d) * 0.5,  # D: diagonal
+        )
+        h2, w2 = h // 2, w // 2
+        out[..., :h2, :w2] = bands[0]
+        out[..., :h2, w2:w] = bands[1]
+        out[..., h2:h, :w2] = bands[2]
+        out[..., h2:h, w2:w] = bands[3]
+        h, w = h2, w2
+    return out
+
+
+def _inverse_levels(y: torch.Tensor, levels: int) -> torch.Tensor:
+    out = y.clone()
+    H, W = y.shape[-2:]
+    for j in reversed(range(levels)):
+        h, w = H >> j, W >> j  # size of the region this level reconstructs
+        h2, w2 = h // 2, w // 2
+        ll = out[..., :h2, :w2].clone()
+        hb = out[..., :h2, w2:w].clone()
+        vb = out[..., h2:h, :w2].clone()
+        db = out[..., h2:h, w2:w].clone()
+        # Transpose of the forward 4x4 orthonormal matrix (it is symmetric).
+        out[..., 0:h:2, 0:w:2] = (ll + hb + vb + db) * 0.5  # a
+        out[..., 0:h:2, 1:w:2] = (ll - hb + vb - db) * 0.5  # b
+        out[..., 1:h:2, 0:w:2] = (ll + hb - vb - db) * 0.5  # c
+        out[..., 1:h:2, 1:w:2] = (ll - hb - vb + db) * 0.5  # d
+    return out
+
+
+class _Haar(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, levels: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.levels = levels
+        return _forward_levels(x, levels)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        # Orthogonal transform: the adjoint is the inverse.
+        return _IHaar.apply(g, ctx.levels), None
+
+
+class _IHaar(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, levels: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.levels = levels
+        return _inverse_levels(y, levels)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        return _Haar.apply(g, ctx.levels), None
+
+
+def haar2d(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """J-level orthonormal Haar transform over the last two dims (Mallat layout, same shape)."""
+    _check(x, levels)
+    return _Haar.apply(x, levels)
+
+
+def ihaar2d(y: torch.Tensor, levels: int) -> torch.Tensor:
+    """Inverse of :func:`haar2d` (its exact adjoint)."""
+    _check(y, levels)
+    return _IHaar.apply(y, levels)

@@ -1,0 +1,173 @@
+"""Layers: :class:`WCCConv2d` (wavelet-compressed 1x1 conv) and :class:`QuantConv2d`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wcc.backends import wcc_conv
+from wcc.config import QuantConfig, WCCConfig
+from wcc.quant import ACT_ALPHA_INIT, WEIGHT_ALPHA_INIT, unsigned_act_quant, weight_quant
+
+__all__ = ["WCCConv2d", "QuantConv2d", "check_input"]
+
+
+def check_input(x: torch.Tensor, in_channels: int, layer: str) -> None:
+    """Reject bad inputs with a message instead of a crash deep inside torch."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{layer} expects a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{layer} expects a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] != in_channels:
+        raise ValueError(
+            f"{layer} expects {in_channels} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{layer} expects a floating-point input, got {x.dtype}")
+    if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{layer} got an empty input of shape {tuple(x.shape)}")
+
+
+def _check_dtype(x: torch.Tensor, weight: torch.Tensor, layer: str) -> None:
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f"{layer}: input dtype {x.dtype} differs from weight dtype {weight.dtype}; "
+            f"convert the model (e.g. model.to({x.dtype})) or run under torch.autocast"
+        )
+
+
+class WCCConv2d(nn.Module):
+    """Wavelet Compressed Convolution replacing a 1x1, stride-1, groups-1 ``nn.Conv2d``.
+
+    ``weight`` keeps the conv's shape ``(C_out, C_in, 1, 1)`` so state dicts stay compatible.
+    Learned clips: ``act_alpha`` (signed activation quantizer of the kept coefficients) and
+    ``weight_alpha``. Input ``(N, C_in, H, W)``, any H x W, output ``(N, C_out, H, W)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        bias: bool = True,
+        config: WCCConfig | None = None,
+        act_alpha: float = ACT_ALPHA_INIT,
+        weight_alpha: float = WEIGHT_ALPHA_INIT,
+    ) -> None:
+        super().__init__()
+        self.config = config if config is not None else WCCConfig()
+        if not isinstance(self.config, WCCConfig):
+            raise TypeError(f"config must be a WCCConfig, got {type(self.config).__name__}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.act_alpha = nn.Parameter(torch.tensor(float(act_alpha)))
+        self.weight_alpha = nn.Parameter(torch.tensor(float(weight_alpha)))
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+
+    @classmethod
+    def from_conv2d(cls, conv: nn.Conv2d, config: WCCConfig | None = None) -> "WCCConv2d":
+        """Build from a 1x1, stride-1, groups-1 conv (or a QuantConv2d/WCCConv2d: clips carry over)."""
+        config = config if config is not None else WCCConfig()
+        if isinstance(conv, nn.Conv2d):
+            _check_wcc_compatible(conv)
+        elif not isinstance(conv, WCCConv2d):
+            raise TypeError(f"expected an nn.Conv2d, got {type(conv).__name__}")
+        act_alpha, weight_alpha = _clips_of(conv)
+        layer = cls(conv.in_channels, conv.out_channels, conv.bias is not None, config, act_alpha, weight_alpha)
+        src = conv
+        with torch.no_grad():
+            layer.weight.copy_(src.weight)
+            if src.bias is not None:
+                layer.bias.copy_(src.bias)
+        return layer.to(device=src.weight.device, dtype=src.weight.dtype)
+
+    def quantized_weight(self) -> torch.Tensor:
+        """The fake-quantized weight as a ``(C_out, C_in)`` matrix."""
+        return weight_quant(self.weight, self.weight_alpha, self.config.weight_bits).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_channels, "WCCConv2d")
+        _check_dtype(x, self.weight, "WCCConv2d")
+        return wcc_conv(x, self.quantized_weight(), self.bias, self.act_alpha, self.config)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"{self.in_channels}, {self.out_channels}, levels={c.levels}, keep_ratio={c.keep_ratio}, "
+                f"bits={c.label}, bias={self.bias is not None}, backend={c.backend!r}")
+
+
+def _check_wcc_compatible(conv: nn.Conv2d) -> None:
+    """WCC is exact only for pointwise convs: 1x1, stride 1, no padding or dilation effect, groups 1."""
+    ks = tuple(conv.kernel_size)
+    if ks != (1, 1):
+        raise ValueError(f"WCCConv2d needs a 1x1 conv: kernel_size={ks}")
+    if tuple(conv.stride) != (1, 1):
+        raise ValueError(f"WCCConv2d needs stride 1: stride={tuple(conv.stride)}")
+    if conv.groups != 1:
+        raise ValueError(f"WCCConv2d needs groups=1: groups={conv.groups}")
+    pad = conv.padding
+    if isinstance(pad, str):
+        if pad not in ("valid", "same"):
+            raise ValueError(f"WCCConv2d needs no padding: padding={pad!r}")
+    elif tuple(pad) != (0, 0):
+        raise ValueError(f"WCCConv2d needs padding 0: padding={tuple(pad)}")
+    # dilation has no effect on a 1x1 kernel.
+
+
+def _clips_of(conv: nn.Module) -> tuple[float, float]:
+    """Learned clip values of an already-quantized layer, else the initial values."""
+    if isinstance(conv, (QuantConv2d, WCCConv2d)):
+        return float(conv.act_alpha), float(conv.weight_alpha)
+    return ACT_ALPHA_INIT, WEIGHT_ALPHA_INIT
+
+
+class QuantConv2d(nn.Conv2d):
+    """A conv with quantized input (unsigned, learned clip) and standardised quantized weights.
+
+    Accepts every ``nn.Conv2d`` setting (kernel, stride, padding, dilation, groups). It *is* an
+    ``nn.Conv2d`` subclass, so parameter names (``weight``, ``bias``) match the source layer.
+    """
+
+    def __init__(self, *args, weight_bits: int | None = 8, act_bits: int | None = 8,
+                 act_alpha: float = ACT_ALPHA_INIT, weight_alpha: float = WEIGHT_ALPHA_INIT, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        QuantConfig(weight_bits, act_bits)  # validates
+        self.weight_bits = weight_bits
+        self.act_bits = act_bits
+        self.act_alpha = nn.Parameter(torch.tensor(float(act_alpha)))
+        self.weight_alpha = nn.Parameter(torch.tensor(float(weight_alpha)))
+
+    @property
+    def quant_config(self) -> QuantConfig:
+        return QuantConfig(self.weight_bits, self.act_bits)
+
+    @classmethod
+    def from_conv2d(cls, conv: nn.Conv2d, weight_bits: int | None = 8, act_bits: int | None = 8) -> "QuantConv2d":
+        """Build from any ``nn.Conv2d`` (or QuantConv2d: learned clips carry over)."""
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"expected an nn.Conv2d, got {type(conv).__name__}")
+        act_alpha, weight_alpha = _clips_of(conv)
+        layer = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+            dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
+            padding_mode=conv.padding_mode, weight_bits=weight_bits, act_bits=act_bits,
+            act_alpha=act_alpha, weight_alpha=weight_alpha,
+            device=conv.weight.device, dtype=conv.weight.dtype,
+        )
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_channels, "QuantConv2d")
+        _check_dtype(x, self.weight, "QuantConv2d")
+        xq = unsigned_act_quant(x, self.act_alpha, self.act_bits)
+        wq = weight_quant(self.weight, self.weight_alpha, self.weight_bits)
+        return self._conv_forward(xq, wq, self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", bits={self.quant_config.label}"

@@ -1,0 +1,149 @@
+"""Reference-compatible fake quantizers with learned clip values (DESIGN 3.3).
+
+All three quantizers map a tensor to ``alpha * q`` where ``q`` lies on a uniform grid in
+``[-1, 1]`` (or ``(-inf, 1]`` for the unsigned one) and ``alpha`` is a learnable scalar clip.
+Gradients are straight-through (rounding counts as the identity); the clip value gets the
+usual learned-step gradient: ``sign(u)`` where the input was clipped, ``q - u`` elsewhere.
+
+``bits=None`` means no quantization: the functions return their input unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = [
+    "signed_act_quant",
+    "unsigned_act_quant",
+    "weight_quant",
+    "ActQuantizer",
+    "WeightQuantizer",
+    "ACT_ALPHA_INIT",
+    "WEIGHT_ALPHA_INIT",
+]
+
+ACT_ALPHA_INIT = 8.0
+WEIGHT_ALPHA_INIT = 3.0
+
+
+def _levels(bits: int) -> float:
+    return float(2**bits - 1)
+
+
+class _SignedQuant(torch.autograd.Function):
+    """u = clamp(x/alpha, -1, 1); q = round(u * n) / n; out = alpha * q."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, bits: int, clip_grad: bool):  # type: ignore[override]
+        n = _levels(bits)
+        u_raw = x / alpha
+        q = torch.round(u_raw.clamp(-1.0, 1.0) * n) / n
+        ctx.save_for_backward(u_raw, q)
+        ctx.clip_grad = clip_grad
+        return q * alpha
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        u_raw, q = ctx.saved_tensors
+        outside = u_raw.abs() > 1.0
+        # Activations: straight-through inside the clip range only. Weights (APoT convention,
+        # as in the official code): straight-through everywhere, the clip is not masked.
+        gx = g.masked_fill(outside, 0.0) if ctx.clip_grad else g
+        galpha = (g * torch.where(outside, u_raw.sign(), q - u_raw)).sum().reshape(())
+        return gx, galpha.to(g.dtype), None, None
+
+
+class _UnsignedQuant(torch.autograd.Function):
+    """u = min(x/alpha, 1) (no lower clip, as in the official code); q = round(u*n)/n."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, bits: int):  # type: ignore[override]
+        n = _levels(bits)
+        u_raw = x / alpha
+        q = torch.round(u_raw.clamp(max=1.0) * n) / n
+        ctx.save_for_backward(u_raw, q)
+        return q * alpha
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        u_raw, q = ctx.saved_tensors
+        outside = u_raw > 1.0
+        gx = g.masked_fill(outside, 0.0)
+        galpha = (g * torch.where(outside, torch.ones_like(u_raw), q - u_raw)).sum().reshape(())
+        return gx, galpha.to(g.dtype), None
+
+
+def _alpha_like(alpha: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    # Under autocast the activation may be bfloat16 while alpha stays float32: compute in the
+    # activation's dtype so the result keeps it (the alpha gradient flows back through .to()).
+    return alpha.to(x.dtype) if alpha.dtype != x.dtype else alpha
+
+
+def signed_act_quant(x: torch.Tensor, alpha: torch.Tensor, bits: int | None) -> torch.Tensor:
+    """Signed activation quantizer of WCC (applied to the kept wavelet coefficients).
+
+    ``b = bits - 1`` magnitude bits plus sign: ``n = 2**(bits-1) - 1`` levels per side.
+    """
+    if bits is None:
+        return x
+    if bits < 2:
+        raise ValueError(f"the signed activation quantizer needs at least 2 bits, got {bits}")
+    return _SignedQuant.apply(x, _alpha_like(alpha, x), bits - 1, True)
+
+
+def unsigned_act_quant(x: torch.Tensor, alpha: torch.Tensor, bits: int | None) -> torch.Tensor:
+    """Unsigned activation quantizer of QuantConv2d: ``n = 2**bits - 1`` levels on [0, 1]."""
+    if bits is None:
+        return x
+    return _UnsignedQuant.apply(x, _alpha_like(alpha, x), bits)
+
+
+def weight_quant(w: torch.Tensor, alpha: torch.Tensor, bits: int | None) -> torch.Tensor:
+    """Standardising weight quantizer.
+
+    ``w_hat = (w - mean(w)) / std(w)`` over the whole tensor (unbiased std; the statistics are
+    constants for autograd, so ``dw_hat/dw = 1/std``), then the signed quantizer with
+    ``bits - 1`` magnitude bits. The result is *not* de-standardised: the following BatchNorm
+    absorbs the scale.
+    """
+    if bits is None:
+        return w
+    if bits < 2:
+        raise ValueError(f"the weight quantizer needs at least 2 bits (sign + magnitude), got {bits}")
+    with torch.no_grad():
+        mean, std = w.mean(), w.std()
+    w_hat = (w - mean) / std
+    return _SignedQuant.apply(w_hat, _alpha_like(alpha, w_hat), bits - 1, False)
+
+
+class ActQuantizer(nn.Module):
+    """Activation fake-quantizer with a learned clip ``alpha`` (initial 8.0)."""
+
+    def __init__(self, bits: int | None, signed: bool, alpha: float = ACT_ALPHA_INIT) -> None:
+        super().__init__()
+        self.bits = bits
+        self.signed = signed
+        self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fn = signed_act_quant if self.signed else unsigned_act_quant
+        return fn(x, self.alpha, self.bits)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, signed={self.signed}"
+
+
+class WeightQuantizer(nn.Module):
+    """Standardising weight fake-quantizer with a learned clip ``alpha`` (initial 3.0)."""
+
+    def __init__(self, bits: int | None, alpha: float = WEIGHT_ALPHA_INIT) -> None:
+        super().__init__()
+        self.bits = bits
+        self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return weight_quant(w, self.alpha, self.bits)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
