@@ -82,7 +82,7 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
 def _wcc_to_conv(m: WCCConv2d) -> nn.Conv2d:
     """A 1x1 QuantConv2d holding a WCC layer's weights (for WCC -> plain quantization)."""
     conv = QuantConv2d(m.in_channels, m.out_channels, 1, bias=m.bias is not None,
-                       act_alpha=float(m.act_alpha), weight_alpha=float(m.weight_alpha),
+                       act_alpha=m.act_alpha.item(), weight_alpha=m.weight_alpha.item(),
                        device=m.weight.device, dtype=m.weight.dtype)
     with torch.no_grad():
         conv.weight.copy_(m.weight)

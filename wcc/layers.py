@@ -53,17 +53,20 @@ class WCCConv2d(nn.Module):
         config: WCCConfig | None = None,
         act_alpha: float = ACT_ALPHA_INIT,
         weight_alpha: float = WEIGHT_ALPHA_INIT,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        fk = {"device": device, "dtype": dtype}
         self.config = config if config is not None else WCCConfig()
         if not isinstance(self.config, WCCConfig):
             raise TypeError(f"config must be a WCCConfig, got {type(self.config).__name__}")
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 1, 1))
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.act_alpha = nn.Parameter(torch.tensor(float(act_alpha)))
-        self.weight_alpha = nn.Parameter(torch.tensor(float(weight_alpha)))
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 1, 1, **fk))
+        self.bias = nn.Parameter(torch.zeros(out_channels, **fk)) if bias else None
+        self.act_alpha = nn.Parameter(torch.tensor(float(act_alpha), **fk))
+        self.weight_alpha = nn.Parameter(torch.tensor(float(weight_alpha), **fk))
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
     @classmethod
@@ -75,13 +78,13 @@ class WCCConv2d(nn.Module):
         elif not isinstance(conv, WCCConv2d):
             raise TypeError(f"expected an nn.Conv2d, got {type(conv).__name__}")
         act_alpha, weight_alpha = _clips_of(conv)
-        layer = cls(conv.in_channels, conv.out_channels, conv.bias is not None, config, act_alpha, weight_alpha)
-        src = conv
+        layer = cls(conv.in_channels, conv.out_channels, conv.bias is not None, config, act_alpha, weight_alpha,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
         with torch.no_grad():
-            layer.weight.copy_(src.weight)
-            if src.bias is not None:
-                layer.bias.copy_(src.bias)
-        return layer.to(device=src.weight.device, dtype=src.weight.dtype)
+            layer.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)
+        return layer
 
     def quantized_weight(self) -> torch.Tensor:
         """The fake-quantized weight as a ``(C_out, C_in)`` matrix."""
@@ -119,7 +122,7 @@ def _check_wcc_compatible(conv: nn.Conv2d) -> None:
 def _clips_of(conv: nn.Module) -> tuple[float, float]:
     """Learned clip values of an already-quantized layer, else the initial values."""
     if isinstance(conv, (QuantConv2d, WCCConv2d)):
-        return float(conv.act_alpha), float(conv.weight_alpha)
+        return conv.act_alpha.item(), conv.weight_alpha.item()
     return ACT_ALPHA_INIT, WEIGHT_ALPHA_INIT
 
 
@@ -136,8 +139,9 @@ class QuantConv2d(nn.Conv2d):
         QuantConfig(weight_bits, act_bits)  # validates
         self.weight_bits = weight_bits
         self.act_bits = act_bits
-        self.act_alpha = nn.Parameter(torch.tensor(float(act_alpha)))
-        self.weight_alpha = nn.Parameter(torch.tensor(float(weight_alpha)))
+        fk = {"device": self.weight.device, "dtype": self.weight.dtype}
+        self.act_alpha = nn.Parameter(torch.tensor(float(act_alpha), **fk))
+        self.weight_alpha = nn.Parameter(torch.tensor(float(weight_alpha), **fk))
 
     @property
     def quant_config(self) -> QuantConfig:
