@@ -1,0 +1,138 @@
+"""Training loops: determinism, mid-stage resume, staged conversion, atomic checkpoints."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from wcc import QuantConfig, WCCConfig, WCCConv2d
+from wcc.train import Recipe, Stage, load_checkpoint, run_stage, save_checkpoint, stage_paths
+from wcc.train.loops import StepBatches, train_steps
+
+
+class _Toy(Dataset):
+    """Random images whose label is 1 where the red channel is bright: learnable in a few steps."""
+
+    def __init__(self, n=12, size=(16, 24)):
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.rand(n, 3, *size, generator=g)
+        self.targets = (self.images[:, 0] > 0.5).long()
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.targets[i]
+
+
+class _Crash:
+    """A transform that raises at a given call, to simulate a killed run."""
+
+    def __init__(self, at):
+        self.calls, self.at = 0, at
+
+    def __call__(self, image, target, generator=None):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt("simulated kill")
+        return _identity(image, target, generator)
+
+
+def _identity(image, target, generator=None):
+    # Consume the generator like a random transform would, so determinism is exercised.
+    if torch.rand((), generator=generator) < 0.5:
+        image, target = image.flip(-1), target.flip(-1)
+    return image, target
+
+
+def toy_model():
+    return nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 2, 1))
+
+
+def _recipe(**kw):
+    base = dict(task="segmentation", optimizer="adam", lr=1e-2, steps=8, batch_size=4, crop=(16, 24),
+                finetune_lr=1e-3, finetune_steps=4, checkpoint_every=3)
+    base.update(kw)
+    return Recipe(**base)
+
+
+def _meta():
+    return {"arch": {"builder": "tests.test_train:toy_model"}, "conversions": []}
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    recipe = _recipe()
+    torch.manual_seed(0)
+    m1 = toy_model()
+    train_steps(m1, StepBatches(_Toy(), _identity, 4, 0), recipe, total_steps=8, lr=1e-2,
+                checkpoint_path=str(tmp_path / "a.pt"), checkpoint_meta=_meta(), progress=False)
+
+    torch.manual_seed(0)
+    m2 = toy_model()
+    with pytest.raises(KeyboardInterrupt):  # dies during step 4 (after the step-3 checkpoint)
+        train_steps(m2, StepBatches(_Toy(), _Crash(at=4 * 4 + 2), 4, 0), recipe, total_steps=8, lr=1e-2,
+                    checkpoint_path=str(tmp_path / "b.pt"), checkpoint_meta=_meta(), progress=False)
+    ckpt = load_checkpoint(tmp_path / "b.pt")
+    assert ckpt["step"] == 3 and not ckpt["done"]
+    m3 = toy_model()
+    m3.load_state_dict(ckpt["model"])
+    train_steps(m3, StepBatches(_Toy(), _identity, 4, 0), recipe, total_steps=8, lr=1e-2,
+                checkpoint_path=str(tmp_path / "b.pt"), checkpoint_meta=_meta(), resume=ckpt, progress=False)
+    for (k, a), b in zip(m1.state_dict().items(), m3.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
+def test_staged_recipe_runs_resumes_and_reuses(tmp_path):
+    recipe = _recipe()
+    keep = lambda m: ["0", "3"]  # noqa: E731  first conv and classifier stay FP
+    calls = []
+
+    def evaluate(model):
+        calls.append(1)
+        x, t = _Toy()[0]
+        acc = (model(x[None]).argmax(1)[0] == t).float().mean().item()
+        return {"acc": acc}
+
+    kw = dict(arch={"builder": "tests.test_train:toy_model"}, recipe=recipe, train_set=_Toy(),
+              train_transform=_identity, evaluate=evaluate, workdir=tmp_path, keep_fp=keep, progress=False)
+    r0 = run_stage(Stage("fp32", None, None), **kw)
+    r1 = run_stage(Stage("q88", "fp32", QuantConfig(8, 8)), **kw)
+    r2 = run_stage(Stage("wcc50", "q88", WCCConfig(levels=1, keep_ratio=0.5)), **kw)
+    assert not (r0.reused or r1.reused or r2.reused) and len(calls) == 3
+    final = load_checkpoint(stage_paths(tmp_path, "wcc50")[1])
+    assert [c["config"]["kind"] for c in final["conversions"]] == ["QuantConfig", "WCCConfig"]
+    assert not stage_paths(tmp_path, "wcc50")[0].exists()  # mid-stage checkpoint removed when done
+    again = run_stage(Stage("wcc50", "q88", WCCConfig(levels=1, keep_ratio=0.5)), **kw)
+    assert again.reused and len(calls) == 3 and again.metrics == r2.metrics
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"x": 1})
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"x": 2})
+    assert load_checkpoint(path)["x"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left behind
+
+
+def test_bad_checkpoint_named(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_checkpoint(bad)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_recipe_validation():
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        _recipe(steps=0)
+    with pytest.raises(ValueError, match="optimizer"):
+        _recipe(optimizer="rmsprop")
+    r = _recipe()
+    assert Recipe.from_dict(r.to_dict()) == r

@@ -1,0 +1,75 @@
+"""Checkpoints: written atomically, self-describing enough to rebuild the model.
+
+A checkpoint holds the architecture (a builder path and its kwargs), the list of conversions
+applied so far (the staged recipe's history: each a config dict plus keep_fp), the model state
+and, for an unfinished stage, the optimizer/scaler state and the step to resume from.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wcc.config import QuantConfig, WCCConfig
+from wcc.convert import convert
+
+__all__ = ["save_checkpoint", "load_checkpoint", "build_model", "apply_conversions", "config_from_dict", "FORMAT"]
+
+FORMAT = "wcc-bench/checkpoint/v1"
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file in the same folder, then an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save({"format": FORMAT, **state}, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated or foreign file
+        raise ValueError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a wcc-bench checkpoint (expected format {FORMAT!r})")
+    return ckpt
+
+
+def build_model(arch: dict[str, Any]) -> nn.Module:
+    """Build ``{"builder": "module:function", "kwargs": {...}}``, e.g. a wcc.models builder."""
+    module_name, _, fn_name = arch["builder"].partition(":")
+    fn = getattr(importlib.import_module(module_name), fn_name)
+    return fn(**arch.get("kwargs", {}))
+
+
+def config_from_dict(d: dict[str, Any]) -> WCCConfig | QuantConfig:
+    kind = d.get("kind")
+    if kind == "WCCConfig":
+        return WCCConfig.from_dict(d)
+    if kind == "QuantConfig":
+        return QuantConfig.from_dict(d)
+    raise ValueError(f"unknown config kind {kind!r}")
+
+
+def apply_conversions(model: nn.Module, conversions: list[dict[str, Any]]) -> None:
+    """Replay a checkpoint's conversion history so its state dict fits the model."""
+    for step in conversions:
+        convert(model, config_from_dict(step["config"]), keep_fp=step.get("keep_fp", []))
