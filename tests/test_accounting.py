@@ -31,11 +31,20 @@ def test_wcc_scaling_and_conventions():
     assert w.dense_macs == 16 * 8 * 256 and w.macs == 16 * 8 * 64  # k = 256 * 0.25 positions
     assert w.transform_macs == transform_macs(8, 16, 16, 16, 2) == 24 * 4 * (256 + 64)
     paper = bops(costs, "paper")
-    expected = (costs[0].dense_macs + w.dense_macs * 0.25 + w.transform_macs + costs[2].dense_macs) * 64 / 1e9
+    expected = ((costs[0].dense_macs + w.dense_macs * 0.25 + costs[2].dense_macs) * 64 + w.transform_macs * 8) / 1e9
     assert paper == pytest.approx(expected)
     actual = bops(costs, "actual")
-    expected_actual = (costs[0].macs * 1024 + (w.macs + w.transform_macs) * 64 + costs[2].macs * 64) / 1e9
+    expected_actual = (costs[0].macs * 1024 + w.macs * 64 + w.transform_macs * 8 + costs[2].macs * 64) / 1e9
     assert actual == pytest.approx(expected_actual)
+
+
+def test_paper_convention_scales_kept_fp_pointwise_convs():
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 4, 1))
+    convert(m, WCCConfig(levels=1, keep_ratio=0.5), keep_fp=["0", "2"])
+    costs = layer_costs(m, (1, 3, 8, 8))
+    assert [c.pointwise for c in costs] == [False, True, True]
+    by_hand = (costs[0].dense_macs + (costs[1].dense_macs + costs[2].dense_macs) * 0.5) * 64 + costs[1].transform_macs * 8
+    assert bops(costs, "paper") == pytest.approx(by_hand / 1e9)
 
 
 def test_quant_rows_paper_convention():
