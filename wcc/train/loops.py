@@ -181,25 +181,17 @@ def evaluate_segmentation(model: nn.Module, dataset: Dataset, *, num_classes: in
 @torch.no_grad()
 def evaluate_depth(model: nn.Module, dataset: Dataset, *, crop: str | None = "garg", median_scaling: bool = False,
                    device: torch.device | str = "cpu", progress: bool = True) -> dict[str, float]:
-    """Eigen metrics averaged over images; predictions upsampled to the ground truth's size."""
+    """Eigen metrics averaged over images (those with ground truth); predictions upsampled to
+    the ground truth's size."""
     from tqdm.auto import tqdm
 
-    from wcc.metrics import depth_metrics
+    from wcc.metrics import DepthMetric
 
     device = torch.device(device)
     model.to(device).eval()
-    sums: dict[str, float] = {}
-    count = 0
+    metric = DepthMetric(crop=crop, median_scaling=median_scaling)  # mean over images, skips empty gt
     for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, leave=False):  # type: ignore[arg-type]
         image, gt = dataset[i]
         pred = _predict(model, image[None].to(device), tuple(gt.shape[-2:]))[:, 0].cpu()
-        try:
-            m = depth_metrics(pred, gt[None], crop=crop, median_scaling=median_scaling)
-        except ValueError:
-            continue  # no valid ground truth in this image (monodepth2 skips such images too)
-        for k, v in m.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        count += 1
-    if count == 0:
-        raise ValueError("no evaluation image has valid ground truth depth")
-    return {k: v / count for k, v in sums.items()} | {"images": count}
+        metric.update(pred, gt[None])
+    return metric.compute()
