@@ -14,6 +14,8 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("bench.info", "versions, backends and the device probes of this machine"),
+    "timing": ("bench.timing.cli", "layer and model timing (WCC vs dense) with device probes, into the results store"),
+    "tables": ("bench.tables_cli", "rebuild the paper's Cityscapes and KITTI tables (train, evaluate, compare)"),
 }
 
 

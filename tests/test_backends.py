@@ -49,11 +49,14 @@ def test_auto_skips_refusing_backend(refusing_backend):
 
 
 def test_error_lists_every_reason(refusing_backend, monkeypatch):
-    monkeypatch.setattr(get_backend("reference"), "unsupported_reason", lambda x, c: "disabled for this test")
+    for name in list_backends():
+        if name != refusing_backend.name:
+            monkeypatch.setattr(get_backend(name), "unsupported_reason", lambda x, c, n=name: f"{n} disabled for this test")
     with pytest.raises(BackendUnavailableError) as exc:
         select_backend(torch.randn(1, 2, 8, 8), WCCConfig())
     msg = str(exc.value)
-    assert "refuses everything" in msg and "reference: disabled for this test" in msg
+    assert "refuses everything" in msg and "reference: reference disabled for this test" in msg
+    assert all(f"  {name}: " in msg for name in list_backends())
 
 
 def test_env_override(monkeypatch, refusing_backend):

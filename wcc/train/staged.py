@@ -11,6 +11,7 @@ A stage whose ``final.pt`` exists is never recomputed.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,17 +82,24 @@ def run_stage(
     keep_fp: Callable[[nn.Module], list[str]],
     device: str | torch.device = "cpu",
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> StageResult:
-    """Run (or resume, or reuse) one stage; its parent must have finished."""
+    """Run (or resume, or reuse) one stage; its parent must have finished.
+
+    ``log`` receives one line when the stage is reused or resumed (default: stderr).
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     workdir = Path(workdir)
     last, final = stage_paths(workdir, stage.name)
     if final.is_file():
         done = load_checkpoint(final)
+        log(f"{stage.name}: finished earlier, reusing {final}")
         return StageResult(stage.name, done["metrics"], final, done["train_time_s"], done["eval_time_s"], True)
 
     torch.manual_seed(recipe.seed)
     resume = load_checkpoint(last) if last.is_file() else None
     if resume is not None:
+        log(f"{stage.name}: resuming from step {resume['step']} of {last}")
         model = build_model(arch)
         conversions = resume["conversions"]
         apply_conversions(model, conversions)

@@ -1,0 +1,65 @@
+"""Profiles: how big a table run is.
+
+* ``smoke``: tiny SynthStreets images and a handful of steps; exercises every code path in a
+  few minutes (the tests use it). Its numbers mean nothing.
+* ``synthetic`` (the default): SynthStreets generated on first use, trained long enough on a
+  2-core CPU that the rows differ for real reasons, both tables in about 20 minutes.
+* ``paper``: real Cityscapes and KITTI from ``--data-root``, the published recipes; for GPUs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from wcc.train.recipe import Recipe, cpu_depth, cpu_segmentation, paper_depth, paper_segmentation
+
+__all__ = ["Profile", "PROFILES", "get_profile"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    data: Literal["synthetic", "real"]
+    recipes: dict[str, Recipe]  # table -> recipe
+    synth_num: int = 0  # SynthStreets scenes (train + val)
+    synth_size: tuple[int, int] = (0, 0)  # (H, W) of generated scenes
+    synth_val_fraction: float = 0.2
+    eval_size: dict[str, tuple[int, int] | None] | None = None  # table -> image size at evaluation
+    max_eval_items: int | None = None
+    depth_crop: Literal["garg"] | None = None  # Garg crop: Eigen split only
+    kitti_train_split: str = "train"  # split names: {kitti root}/splits/{name}.txt
+    kitti_eval_split: str = "val"
+
+
+def _smoke() -> Profile:
+    seg = cpu_segmentation(steps=4, finetune_steps=2, crop=(64, 128), batch_size=2).replace(checkpoint_every=2)
+    dep = cpu_depth(steps=4, finetune_steps=2, crop=(64, 128), batch_size=2).replace(checkpoint_every=2)
+    return Profile("smoke", "tiny images, a few steps: checks the pipeline, numbers mean nothing", "synthetic",
+                   {"cityscapes": seg, "kitti": dep}, synth_num=10, synth_size=(64, 128), max_eval_items=2)
+
+
+def _synthetic() -> Profile:
+    seg = cpu_segmentation(steps=240, finetune_steps=30, crop=(96, 192), batch_size=8)
+    dep = cpu_depth(steps=240, finetune_steps=30, crop=(96, 192), batch_size=8)
+    return Profile("synthetic", "SynthStreets 96x192 on CPU (default): real training, about 20 minutes",
+                   "synthetic", {"cityscapes": seg, "kitti": dep}, synth_num=300, synth_size=(96, 192),
+                   synth_val_fraction=0.1)
+
+
+def _paper() -> Profile:
+    return Profile("paper", "real Cityscapes/KITTI from --data-root with the published recipes (GPU)", "real",
+                   {"cityscapes": paper_segmentation(), "kitti": paper_depth()},
+                   eval_size={"cityscapes": None, "kitti": (192, 640)}, depth_crop="garg",
+                   kitti_eval_split="eigen_test")
+
+
+PROFILES = {"smoke": _smoke, "synthetic": _synthetic, "paper": _paper}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]()
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None

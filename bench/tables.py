@@ -1,0 +1,321 @@
+"""Rebuilding the published tables: data, one row's job, BOPs, records, CSVs, printed tables.
+
+A run lives in ``--out DIR``::
+
+    DIR/run.json                      the run's identity (profile, data, run id); reused on resume
+    DIR/data/synthstreets/            generated SynthStreets (synthetic profiles)
+    DIR/work/<table>/<row>/           stage checkpoints (last.pt while training, final.pt when done)
+    DIR/cityscapes.csv, DIR/kitti.csv the tables, published and measured side by side
+
+and one record per row goes to the results store (``--results``, kind ``tables``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench.paper import TABLE_METRICS, paper_row
+from bench.store import ResultStore, atomic_write_text
+from bench.sweeps import SWEEPS, SweepRow, TableSweep
+from bench.sweeps.profiles import Profile, get_profile
+
+__all__ = ["RowJob", "RunSpec", "prepare_run", "run_row", "row_bops", "write_csvs", "format_table",
+           "CSV_COLUMNS", "DataError", "jobs_for", "data_source"]
+
+CSV_COLUMNS = {
+    "cityscapes": ["precision", "shrinkage", "bops_paper", "bops", "miou_paper", "miou", "data"],
+    "kitti": ["precision", "shrinkage", "bops_paper", "bops", "abs_rel_paper", "abs_rel", "rmse_paper", "rmse", "data"],
+}
+
+
+class DataError(ValueError):
+    """The data for a run is missing or malformed; raised before any training starts."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a row job needs, picklable (it travels to SLURM workers)."""
+
+    profile: str
+    out: str
+    results: str
+    data_root: str | None
+    device: str
+    run_id: str
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class RowJob:
+    spec: RunSpec
+    table: str
+    row_id: str
+
+    @property
+    def parent(self) -> str | None:
+        return SWEEPS[self.table].row(self.row_id).stage.parent
+
+    @property
+    def label(self) -> str:
+        r = SWEEPS[self.table].row(self.row_id)
+        return f"{self.table} {r.precision} {r.shrinkage}"
+
+    @property
+    def record_name(self) -> str:
+        return f"{self.spec.run_id}-{self.table}-{self.row_id}"
+
+
+# ----------------------------------------------------------------------------------- data
+
+
+def _synth_root(spec_out: str) -> Path:
+    return Path(spec_out) / "data" / "synthstreets"
+
+
+def _data_roots(profile: Profile, spec: RunSpec) -> dict[str, Path]:
+    if profile.data == "synthetic":
+        root = _synth_root(spec.out)
+        return {"cityscapes": root / "cityscapes", "kitti": root / "kitti"}
+    assert spec.data_root is not None
+    return {"cityscapes": Path(spec.data_root) / "cityscapes", "kitti": Path(spec.data_root) / "kitti"}
+
+
+def data_source(profile: Profile, table: str, spec: RunSpec) -> str:
+    """The data source named on every table and record."""
+    if profile.data == "synthetic":
+        h, w = profile.synth_size
+        real = "Cityscapes" if table == "cityscapes" else "KITTI"
+        return f"SynthStreets {h}x{w} (synthetic stand-in, not {real})"
+    if table == "cityscapes":
+        return f"Cityscapes val ({spec.data_root}/cityscapes)"
+    return f"KITTI {profile.kitti_eval_split} ({spec.data_root}/kitti)"
+
+
+def _datasets(profile: Profile, table: str, spec: RunSpec):
+    """(raw train set, eval set, train transform, evaluate(model) -> metrics)."""
+    from functools import partial
+
+    from wcc.data import CityscapesSegmentation, KittiDepth
+    from wcc.data.transforms import Compose, train_transform
+    from wcc.train import evaluate_depth, evaluate_segmentation
+
+    recipe = profile.recipes[table]
+    root = _data_roots(profile, spec)[table]
+    eval_size = (profile.eval_size or {}).get(table)
+    raw = Compose([])  # training samples stay in [0, 1]; the train transform augments + normalises
+    progress = spec.progress
+    if table == "cityscapes":
+        train = CityscapesSegmentation(root, "train", transform=raw)
+        val = CityscapesSegmentation(root, "val", size=eval_size, max_items=profile.max_eval_items)
+        tf = train_transform(recipe.crop, scale_range=recipe.scale_range, target_fill=255, flip=recipe.hflip,
+                             jitter=0.5 if recipe.color_jitter else 0.0)
+        evaluate = partial(evaluate_segmentation, dataset=val, device=spec.device, progress=progress)
+    else:
+        train = KittiDepth(root, profile.kitti_train_split, transform=raw)
+        val = KittiDepth(root, profile.kitti_eval_split, size=eval_size, max_items=profile.max_eval_items)
+        scale = None if recipe.scale_range == (1.0, 1.0) else recipe.scale_range
+        tf = train_transform(recipe.crop, scale_range=scale, target_fill=0, flip=recipe.hflip,
+                             jitter=0.3 if recipe.color_jitter else 0.0)
+        evaluate = partial(evaluate_depth, dataset=val, crop=profile.depth_crop, device=spec.device,
+                           progress=progress)
+    return train, val, tf, (lambda model: evaluate(model))
+
+
+def prepare_run(profile_name: str, out: str | Path, results: str | Path, data_root: str | Path | None,
+                device: str, progress: bool = True) -> RunSpec:
+    """Resolve the run (reusing ``out/run.json`` when resuming), get the data ready and check it.
+
+    Synthetic profiles generate SynthStreets on first use; real profiles validate
+    ``data_root`` by opening every dataset, so a bad root fails here, before any training.
+    """
+    profile = get_profile(profile_name)
+    out = Path(out)
+    if profile.data == "real":
+        if data_root is None:
+            raise DataError(f"profile {profile_name!r} trains on real data: pass --data-root PATH holding "
+                            f"cityscapes/ (leftImg8bit/, gtFine/) and kitti/ (raw drives, splits/)")
+        if not Path(data_root).is_dir():
+            raise DataError(f"--data-root {data_root} does not exist or is not a directory")
+    elif data_root is not None:
+        raise DataError(f"profile {profile_name!r} uses generated SynthStreets; --data-root is only for "
+                        f"the 'paper' profile")
+    run_file = out / "run.json"
+    identity = {"profile": profile_name, "data_root": str(data_root) if data_root else None}
+    if run_file.is_file():
+        prev = json.loads(run_file.read_text())
+        if {k: prev.get(k) for k in identity} != identity:
+            raise DataError(f"{out} holds a run of {({k: prev.get(k) for k in identity})}, not {identity}; "
+                            f"use another --out to start a new run")
+        run_id = prev["run_id"]
+    else:
+        from bench.environment import git_state
+
+        commit, dirty = git_state()
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        run_id = f"{profile_name}-{stamp}-{(commit or 'nogit')[:8]}{'-dirty' if dirty else ''}"
+    spec = RunSpec(profile_name, str(out), str(results), str(data_root) if data_root else None, device, run_id,
+                   progress)
+    if profile.data == "synthetic":
+        from wcc.data.synthetic import ensure_synthstreets
+
+        ensure_synthstreets(_synth_root(spec.out), num=profile.synth_num, size=profile.synth_size,
+                            val_fraction=profile.synth_val_fraction, progress=progress)
+    for table in SWEEPS:
+        try:
+            _datasets(profile, table, spec)
+        except (FileNotFoundError, ValueError) as exc:
+            raise DataError(f"{table} data under {_data_roots(profile, spec)[table]} is not usable: {exc}") from exc
+    atomic_write_text(run_file, json.dumps({**identity, "run_id": run_id, "out": str(out)}, indent=2) + "\n")
+    return spec
+
+
+# ----------------------------------------------------------------------------------- rows
+
+
+def _chain(sweep: TableSweep, row: SweepRow) -> list[SweepRow]:
+    chain = [row]
+    while chain[-1].stage.parent is not None:
+        chain.append(sweep.row(chain[-1].stage.parent))
+    return chain[::-1]
+
+
+def row_bops(table: str, row_id: str) -> dict[str, float]:
+    """BOPs of a row at the paper's resolution: the table's convention and the 'actual' one."""
+    from wcc import convert
+    from wcc.accounting import bops, layer_costs
+    from wcc.models import paper_keep_fp
+    from wcc.train.checkpoint import build_model
+
+    sweep = SWEEPS[table]
+    model = build_model(sweep.arch)
+    for r in _chain(sweep, sweep.row(row_id)):
+        if r.stage.config is not None:
+            convert(model, r.stage.config, keep_fp=paper_keep_fp(model))
+    costs = layer_costs(model, sweep.bops_input)
+    precision = (None, None) if sweep.row(row_id).stage.config is None else None
+    return {"paper": bops(costs, "paper", precision=precision), "actual": bops(costs, "actual")}
+
+
+def _clean(metrics: dict[str, Any]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)):
+            out[k] = float(v) if math.isfinite(float(v)) else None
+    return out
+
+
+def run_row(job: RowJob) -> dict[str, Any]:
+    """Train/fine-tune + evaluate one row (or reuse it when finished); write and return its record."""
+    from wcc.models import paper_keep_fp
+    from wcc.train import run_stage
+
+    spec = job.spec
+    store = ResultStore(spec.results)
+    if store.exists("tables", job.record_name):
+        print(f"{job.label}: finished earlier, reusing record {job.record_name}", file=sys.stderr, flush=True)
+        return store.read("tables", job.record_name)
+    profile = get_profile(spec.profile)
+    sweep = SWEEPS[job.table]
+    row = sweep.row(job.row_id)
+    train, _, tf, evaluate = _datasets(profile, job.table, spec)
+    result = run_stage(row.stage, arch=sweep.arch, recipe=profile.recipes[job.table], train_set=train,
+                       train_transform=tf, evaluate=evaluate, workdir=Path(spec.out) / "work" / job.table,
+                       keep_fp=paper_keep_fp, device=spec.device, progress=spec.progress)
+    b = row_bops(job.table, job.row_id)
+    published = paper_row(job.table, row.precision, row.shrinkage)
+    metrics = _clean(result.metrics)
+    if "iou" in result.metrics:  # per-class IoU, kept for the report
+        metrics.update({f"iou_{k}": v for k, v in _clean(dict(result.metrics["iou"])).items()})
+    record = store.new_record(
+        "tables",
+        table=job.table,
+        row={"id": row.id, "precision": row.precision, "shrinkage": row.shrinkage, "parent": row.stage.parent},
+        data=data_source(profile, job.table, spec),
+        synthetic=profile.data == "synthetic",
+        profile=spec.profile,
+        run_id=spec.run_id,
+        config=row.stage.config.to_dict() if row.stage.config else None,
+        recipe=profile.recipes[job.table].to_dict(),
+        metrics=metrics,
+        metrics_paper=dict(published.metrics),
+        bops=b[sweep.bops_convention],
+        bops_convention=sweep.bops_convention,
+        bops_actual=b["actual"],
+        bops_paper=published.bops,
+        bops_input=list(sweep.bops_input),
+        wall_time_s=result.train_time_s + result.eval_time_s,
+        train_time_s=result.train_time_s,
+        eval_time_s=result.eval_time_s,
+        device=spec.device,
+    )
+    store.write("tables", job.record_name, record)
+    return record
+
+
+# ----------------------------------------------------------------------------------- output
+
+
+def _fmt(v: Any, digits: int) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    return f"{v:.{digits}f}"
+
+
+def _csv_rows(table: str, records: list[dict[str, Any]]) -> list[dict[str, str]]:
+    order = {r.id: i for i, r in enumerate(SWEEPS[table].rows)}
+    rows = []
+    for rec in sorted(records, key=lambda r: order[r["row"]["id"]]):
+        row = {"precision": rec["row"]["precision"], "shrinkage": rec["row"]["shrinkage"],
+               "bops_paper": _fmt(rec["bops_paper"], 1), "bops": _fmt(rec["bops"], 1), "data": rec["data"]}
+        for m in TABLE_METRICS[table]:
+            row[f"{m}_paper"] = _fmt(rec["metrics_paper"].get(m), 3)
+            row[m] = _fmt(rec["metrics"].get(m), 3)
+        rows.append(row)
+    return rows
+
+
+def write_csvs(out: str | Path, records: list[dict[str, Any]]) -> dict[str, Path]:
+    """``cityscapes.csv`` and ``kitti.csv`` (exact columns of :data:`CSV_COLUMNS`), atomically."""
+    paths = {}
+    for table, cols in CSV_COLUMNS.items():
+        recs = [r for r in records if r["table"] == table]
+        if not recs:
+            continue
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(_csv_rows(table, recs))
+        path = Path(out) / f"{table}.csv"
+        atomic_write_text(path, buf.getvalue())
+        paths[table] = path
+    return paths
+
+
+def format_table(table: str, records: list[dict[str, Any]]) -> str:
+    """A Markdown table (tabulate) with a caption naming the data source."""
+    from tabulate import tabulate
+
+    rows = _csv_rows(table, records)
+    if not rows:
+        return ""
+    cols = [c for c in CSV_COLUMNS[table] if c != "data"]
+    sources = sorted({r["data"] for r in rows})
+    conv = records[0].get("bops_convention", "paper")
+    caption = (f"{'Cityscapes' if table == 'cityscapes' else 'KITTI'} table - measured on: {'; '.join(sources)}\n"
+               f"(*_paper: published numbers; bops: billions at {records[0]['bops_input'][2]}x"
+               f"{records[0]['bops_input'][3]}, {conv} convention)")
+    body = tabulate([[r[c] for c in cols] for r in rows], headers=cols, tablefmt="github", disable_numparse=True)
+    return f"{caption}\n\n{body}\n"
+
+
+def jobs_for(spec: RunSpec, tables: list[str]) -> list[RowJob]:
+    return [RowJob(spec, t, r.id) for t in tables for r in SWEEPS[t].ordered()]
+

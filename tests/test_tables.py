@@ -1,0 +1,121 @@
+"""The tables pipeline end to end on the smoke profile (real training on tiny SynthStreets)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.paper import CITYSCAPES, KITTI
+from bench.store import ResultStore
+from bench.tables import CSV_COLUMNS, row_bops
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "bench", "tables", "--no-progress", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, **kw)
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("row", ["fp32", "q8_8", "q8_6", "q8_4", "wcc50", "wcc25", "wcc12"])
+def test_cityscapes_bops_match_published(row):
+    from bench.sweeps import CITYSCAPES_SWEEP
+
+    r = CITYSCAPES_SWEEP.row(row)
+    published = next(p.bops for p in CITYSCAPES if (p.precision, p.shrinkage) == (r.precision, r.shrinkage))
+    got = row_bops("cityscapes", row)["paper"]
+    assert abs(got / published - 1) < (0.03 if row == "fp32" else 0.05), (row, got, published)
+
+
+def test_smoke_kill_resume_and_csvs(tmp_path):
+    """Kill -9 mid-sweep, rerun: finished rows are reused, the killed row resumes, nothing is corrupt."""
+    out, results = tmp_path / "out", tmp_path / "results"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "tables", "--profile", "smoke", "--no-progress",
+                             "--out", str(out), "--results", str(results)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    records = results / "tables"
+    deadline = time.monotonic() + 300
+    killed_in = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = list(records.glob("*.json")) if records.is_dir() else []
+        mid = list((out / "work").glob("*/*/last.pt"))
+        if done and mid:  # at least one row finished and another is mid-stage
+            proc.send_signal(signal.SIGKILL)
+            killed_in = mid[0].parent
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert killed_in is not None, "the sweep finished or stalled before it could be killed:\n" + proc.stdout.read()
+    before = {p.name: p.read_bytes() for p in records.glob("*.json")}
+    for p in records.glob("*.json"):
+        json.loads(p.read_bytes())  # every record on disk is whole
+    finished_ckpts = {p: p.stat().st_mtime_ns for p in (out / "work").glob("*/*/final.pt")}
+
+    res = _cli("--profile", "smoke", "--out", str(out), "--results", str(results), timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert f"{killed_in.name}: resuming from step" in res.stderr
+    for name, data in before.items():  # finished rows were not recomputed
+        assert (records / name).read_bytes() == data
+    for p, mtime in finished_ckpts.items():
+        assert p.stat().st_mtime_ns == mtime
+
+    store = ResultStore(results)
+    recs = [r for _, r in store.records("tables")]
+    assert len(recs) == 14
+    for table, published in (("cityscapes", CITYSCAPES), ("kitti", KITTI)):
+        rows = _read_csv(out / f"{table}.csv")
+        assert list(rows[0].keys()) == CSV_COLUMNS[table]
+        assert [(r["precision"], r["shrinkage"]) for r in rows] == [(p.precision, p.shrinkage) for p in published]
+        assert [float(r["bops_paper"]) for r in rows] == [pytest.approx(p.bops, abs=0.05) for p in published]
+        for r in rows:
+            assert "SynthStreets" in r["data"] and "synthetic" in r["data"]
+            metric = "miou" if table == "cityscapes" else "abs_rel"
+            assert r[metric] != "" and float(r[metric]) >= 0
+    assert "SynthStreets" in res.stdout and "| precision" in res.stdout
+    # Measured numbers come from real runs: every record has its training wall time and config.
+    assert all(r["wall_time_s"] > 0 and r["metrics"] for r in recs)
+
+
+def test_submitit_local_executor(tmp_path):
+    """The submitit path with submitit's own local executor (subprocess jobs), one table."""
+    res = _cli("--profile", "smoke", "--tables", "kitti", "--executor", "submitit-local",
+               "--out", str(tmp_path / "out"), "--results", str(tmp_path / "res"), timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "as job" in res.stderr
+    rows = _read_csv(tmp_path / "out" / "kitti.csv")
+    assert len(rows) == 7 and all(r["abs_rel"] for r in rows)
+    assert any((tmp_path / "out" / "submitit").glob("*_log.out"))
+
+
+def test_bad_data_root_fails_before_training(tmp_path):
+    res = _cli("--profile", "paper", "--data-root", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
+               "--results", str(tmp_path / "r"), timeout=120)
+    assert res.returncode == 2 and "does not exist" in res.stderr
+    (tmp_path / "root" / "cityscapes").mkdir(parents=True)
+    res = _cli("--profile", "paper", "--data-root", str(tmp_path / "root"), "--out", str(tmp_path / "o"),
+               "--results", str(tmp_path / "r"), timeout=120)
+    assert res.returncode == 2
+    assert "leftImg8bit" in res.stderr  # names what is missing and the expected layout
+    assert not (tmp_path / "o" / "work").exists() and not (tmp_path / "r").exists()
+    res = _cli("--profile", "paper", "--out", str(tmp_path / "o"), "--results", str(tmp_path / "r"), timeout=120)
+    assert res.returncode == 2 and "--data-root" in res.stderr
+
+
+def test_dry_run_and_help():
+    res = _cli("--dry-run", "--profile", "synthetic")
+    assert res.returncode == 0 and "wcc12" in res.stdout and "(scratch)" in res.stdout
+    res = _cli("--help")
+    assert res.returncode == 0 and "--data-root" in res.stdout and "Resumable" in res.stdout
