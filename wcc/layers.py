@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from wcc.backends import wcc_conv
+from wcc.backends.cpu import unsigned_act_quant_inference, unsigned_act_quant_scratch
 from wcc.config import QuantConfig, WCCConfig
 from wcc.quant import ACT_ALPHA_INIT, WEIGHT_ALPHA_INIT, unsigned_act_quant, weight_quant
 
@@ -35,6 +38,37 @@ def _check_dtype(x: torch.Tensor, weight: torch.Tensor, layer: str) -> None:
             f"{layer}: input dtype {x.dtype} differs from weight dtype {weight.dtype}; "
             f"convert the model (e.g. model.to({x.dtype})) or run under torch.autocast"
         )
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _cached_weight_quant(layer: nn.Module, bits: int | None, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``compute()`` (the layer's fake-quantized weight), reused while no gradient is needed.
+
+    Inference would otherwise redo the standardise-and-quantize chain (about ten small tensor
+    ops) on every call. The cache is keyed on the storage and version counter of ``weight`` and
+    ``weight_alpha``, the bit width, dtype and device, so optimizer steps, ``load_state_dict``,
+    in-place updates under ``torch.no_grad()`` and ``.to()`` all invalidate it. Writes through
+    ``.data`` bypass version counters (as for any autograd-visible cache): avoid them, or call
+    again with gradients enabled once to drop the cache. Whenever a gradient is needed the
+    weight is recomputed and the cache dropped.
+    """
+    w, alpha = layer.weight, layer.weight_alpha
+    if _needs_grad(w, alpha):
+        layer._wq_cache = None
+        return compute()
+    try:
+        key = (w.data_ptr(), w._version, alpha.data_ptr(), alpha._version, w.dtype, w.device, tuple(w.shape), bits)
+    except RuntimeError:  # inference tensors carry no version counter: no safe key
+        return compute()
+    cached = getattr(layer, "_wq_cache", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    wq = compute()
+    layer._wq_cache = (key, wq)
+    return wq
 
 
 class WCCConv2d(nn.Module):
@@ -87,8 +121,9 @@ class WCCConv2d(nn.Module):
         return layer
 
     def quantized_weight(self) -> torch.Tensor:
-        """The fake-quantized weight as a ``(C_out, C_in)`` matrix."""
-        return weight_quant(self.weight, self.weight_alpha, self.config.weight_bits).flatten(1)
+        """The fake-quantized weight as a ``(C_out, C_in)`` matrix (cached while no gradient is needed)."""
+        bits = self.config.weight_bits
+        return _cached_weight_quant(self, bits, lambda: weight_quant(self.weight, self.weight_alpha, bits).flatten(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, "WCCConv2d")
@@ -169,8 +204,18 @@ class QuantConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, "QuantConv2d")
         _check_dtype(x, self.weight, "QuantConv2d")
+        bits = self.weight_bits
+        wq = _cached_weight_quant(self, bits, lambda: weight_quant(self.weight, self.weight_alpha, bits))
+        if self.act_bits is not None and not _needs_grad(x, self.act_alpha):
+            # No gradient needed: quantize in one fused pass (bit-identical) into a reused
+            # buffer that only the conv reads, instead of six passes into fresh memory.
+            with unsigned_act_quant_scratch(x, self.act_alpha, self.act_bits) as xq:
+                if xq is not None:
+                    return self._conv_forward(xq, wq, self.bias)
+            xq = unsigned_act_quant_inference(x, self.act_alpha, self.act_bits)
+            if xq is not None:
+                return self._conv_forward(xq, wq, self.bias)
         xq = unsigned_act_quant(x, self.act_alpha, self.act_bits)
-        wq = weight_quant(self.weight, self.weight_alpha, self.weight_bits)
         return self._conv_forward(xq, wq, self.bias)
 
     def extra_repr(self) -> str:

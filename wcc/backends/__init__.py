@@ -20,6 +20,7 @@ from wcc.backends._registry import (
     select_backend,
 )
 from wcc.backends.reference import keep_count, select_positions
+from wcc.backends import cpu as _cpu  # noqa: F401  (registers the compiled CPU backend; builds lazily)
 from wcc.backends import triton as _triton_backend  # noqa: F401  (registers "triton"; Triton itself loads lazily)
 from wcc.config import WCCConfig
 

@@ -1,0 +1,224 @@
+"""The ``cpu`` backend: compiled, fused kernels for the WCC op on CPU tensors.
+
+Same op as the reference backend (DESIGN 3.4), organised for memory traffic (DESIGN 8): the
+Haar transform is fused with the per-position channel energy in one pass over the input, the
+top-k is a selection (radix histogram, then ``nth_element`` on one bin), and the GEMM runs on
+the kept columns only, one band of 2^J rows at a time while they are in cache, with the scatter
+fused into the inverse transform and the bias. With quantized activations and no gradient
+needed, the transformed input is kept as integer quantization codes (int8 up to 8 bits), which
+carry exactly the fake-quant values.
+See ``csrc/wcc_cpu.cpp`` for the details and ``cpu_build.py`` for building and caching.
+
+Semantics equal the reference: bit-identical coefficients, quantized values and inverse
+transform (same operation order); the GEMM and the energy sum differ only by float rounding
+order, so the kept set is the same on tie-free inputs (on exact ties either choice is a valid
+top-k). Backward (x, weight, act_alpha, bias) is a ``torch.autograd.Function`` with the
+reference's gradients: straight-through inside the clip, learned-step alpha gradient, the kept
+index set a constant.
+
+Supports CPU float32/float64 tensors without autocast and ``levels <= 12``; everything else is
+refused with a reason, and ``auto`` moves on to the next backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Iterator
+
+import torch
+
+from wcc.backends._registry import Backend, register_backend
+from wcc.backends.reference import keep_count
+from wcc.config import WCCConfig
+from wcc.haar import padded_size
+
+__all__ = ["CPUBackend", "CPU", "unsigned_act_quant_inference", "unsigned_act_quant_scratch"]
+
+_DTYPES = (torch.float32, torch.float64)
+_MAX_LEVELS = 12
+_MAX_POSITIONS = 2**31 - 1  # positions are int32 inside the kernels
+
+
+class _WCCFunction(torch.autograd.Function):
+    """Autograd wrapper of the compiled forward/backward (inputs as in :meth:`CPUBackend.wcc_conv`)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, act_alpha, levels: int, k: int, act_bits: int):  # type: ignore[override]
+        alpha = _alpha_value(act_alpha, x.dtype, act_bits)
+        y, kept, saved = torch.ops.wcc_cpu.forward(x, weight, bias, alpha, levels, k, act_bits, True)
+        ctx.save_for_backward(weight, saved, kept)
+        ctx.alpha, ctx.levels, ctx.act_bits = alpha, levels, act_bits
+        ctx.alpha_meta = (act_alpha.shape, act_alpha.dtype)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):  # type: ignore[override]
+        weight, saved, kept = ctx.saved_tensors
+        need_x, need_w, need_b, need_a = ctx.needs_input_grad[:4]
+        gx = gw = gb = ga = None
+        if need_x or need_w or (need_a and ctx.act_bits):
+            gx, gw, ga = torch.ops.wcc_cpu.backward(
+                gy, weight, saved, kept, ctx.alpha, ctx.levels, ctx.act_bits, need_x, need_w
+            )
+            if not need_x:
+                gx = None
+            if not need_w:
+                gw = None
+            if need_a and ctx.act_bits and ga is not None:
+                shape, dtype = ctx.alpha_meta
+                ga = ga.to(dtype).reshape(shape)
+            else:
+                ga = None
+        if need_b:
+            gb = gy.sum(dim=(0, 2, 3))
+        return gx, gw, gb, ga, None, None, None
+
+
+def _alpha_value(act_alpha: torch.Tensor, dtype: torch.dtype, act_bits: int) -> float:
+    # The reference quantizes with alpha cast to the activation dtype; a Python float holds
+    # that value exactly for float32 and float64.
+    if not act_bits:
+        return 1.0
+    return float(act_alpha.detach().to(dtype))
+
+
+class CPUBackend(Backend):
+    """Compiled C++/OpenMP backend for CPU tensors (float32/float64)."""
+
+    name = "cpu"
+
+    def unavailable_reason(self) -> str | None:
+        from wcc.backends import cpu_build  # lazily: the build machinery is only needed here
+
+        return cpu_build.load()
+
+    def unsupported_reason(self, x: torch.Tensor, config: WCCConfig) -> str | None:
+        if x.device.type != "cpu":
+            return f"input is on {x.device}; this backend runs CPU tensors only"
+        if x.dtype not in _DTYPES:
+            return f"dtype {x.dtype} is not supported (float32 and float64 are)"
+        if torch.is_autocast_enabled("cpu"):
+            return "CPU autocast is active (mixed precision runs on the reference backend)"
+        if config.levels > _MAX_LEVELS:
+            return f"levels={config.levels} > {_MAX_LEVELS}"
+        if x.dim() == 4:
+            positions = padded_size(x.shape[-2], config.levels) * padded_size(x.shape[-1], config.levels)
+            if positions > _MAX_POSITIONS:
+                return f"{positions} wavelet positions per image exceed the kernels' int32 indices"
+        return None
+
+    def wcc_conv(self, x, weight, bias, act_alpha, config):
+        if x.dim() != 4:
+            raise ValueError(f"cpu backend: expected x of shape (N, C_in, H, W), got {tuple(x.shape)}")
+        others = [("weight", weight), ("bias", bias), ("act_alpha", act_alpha)]
+        for name, t in others:
+            if t is not None and t.device.type != "cpu":
+                raise ValueError(f"cpu backend: {name} is on {t.device} but the input is on the CPU")
+        for name, t in others[:2]:
+            if t is not None and t.dtype != x.dtype:
+                raise TypeError(
+                    f"cpu backend: {name} dtype {t.dtype} differs from the input's {x.dtype}; "
+                    f"convert the layer (e.g. layer.to({x.dtype}))"
+                )
+        if act_alpha.numel() != 1:
+            raise ValueError(f"cpu backend: act_alpha must be a scalar, got shape {tuple(act_alpha.shape)}")
+        if weight.dim() != 2 or weight.shape[1] != x.shape[1]:
+            raise ValueError(
+                f"cpu backend: weight must be (C_out, C_in={x.shape[1]}), got {tuple(weight.shape)}"
+            )
+        k = keep_count(x.shape[-2], x.shape[-1], config)
+        act_bits = config.act_bits or 0  # 0: no activation quantization
+        tensors = (x, weight, bias, act_alpha)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+            return _WCCFunction.apply(x, weight, bias, act_alpha, config.levels, k, act_bits)
+        alpha = _alpha_value(act_alpha, x.dtype, act_bits)
+        y, _, _ = torch.ops.wcc_cpu.forward(x, weight, bias, alpha, config.levels, k, act_bits, False)
+        return y
+
+    def keep_indices(self, x: torch.Tensor, config: WCCConfig) -> torch.Tensor:
+        k = keep_count(x.shape[-2], x.shape[-1], config)
+        with torch.no_grad():
+            return torch.ops.wcc_cpu.keep_indices(x.detach(), config.levels, k)
+
+
+def unsigned_act_quant_inference(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor | None:
+    """:func:`wcc.quant.unsigned_act_quant` in one fused pass, for calls that need no gradient.
+
+    Bit-identical to the reference quantizer (same operations, same order) but one pass over
+    ``x`` instead of six, keeping its memory format. Returns None when the compiled kernels are
+    unavailable or ``x`` is not a CPU float32/float64 tensor; the caller then uses the reference.
+    """
+    if x.device.type != "cpu" or x.dtype not in _DTYPES or torch.is_autocast_enabled("cpu"):
+        return None
+    if alpha.device.type != "cpu":
+        return None
+    from wcc.backends import cpu_build
+
+    if cpu_build.load() is not None:
+        return None
+    return torch.ops.wcc_cpu.unsigned_fake_quant(x, float(alpha.detach().to(x.dtype)), bits)
+
+
+class _ReusableBuffer:
+    """One CPU buffer lent out for short-lived intermediates, one borrower at a time.
+
+    torch's CPU allocator returns large blocks to the OS, so a fresh multi-megabyte tensor costs
+    a page fault per 4 KiB on every call (often more than the arithmetic on it). A borrower that
+    finds the buffer lent out (another thread), or needs more than ``max_bytes``, gets None.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._lock = threading.Lock()
+        self._storage: torch.Tensor | None = None
+        self._max_bytes = max_bytes
+
+    @contextlib.contextmanager
+    def borrow(self, like: torch.Tensor) -> Iterator[torch.Tensor | None]:
+        """A tensor with ``like``'s shape, strides and dtype (``like`` contiguous in some memory
+        format), valid in the block."""
+        need = like.numel()
+        if need * like.element_size() > self._max_bytes or not self._lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            storage = self._storage
+            if storage is None or storage.dtype != like.dtype or storage.numel() < need:
+                self._storage = storage = None  # free the old one before allocating
+                with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
+                    storage = self._storage = torch.empty(need, dtype=like.dtype)
+            yield storage[:need].as_strided(like.shape, like.stride())
+        finally:
+            self._lock.release()
+
+
+_QUANT_BUFFER = _ReusableBuffer(max_bytes=512 * 2**20)
+
+
+@contextlib.contextmanager
+def unsigned_act_quant_scratch(
+    x: torch.Tensor, alpha: torch.Tensor, bits: int
+) -> Iterator[torch.Tensor | None]:
+    """Like :func:`unsigned_act_quant_inference`, but the result lives in a reused buffer.
+
+    For a quantized input that is consumed at once (QuantConv2d feeds it to its conv and drops
+    it): the result is valid only inside the ``with`` block. Yields None when the kernels or the
+    buffer are unavailable; the caller then falls back to :func:`unsigned_act_quant_inference`.
+    """
+    if (x.device.type != "cpu" or x.dtype not in _DTYPES or torch.is_autocast_enabled("cpu")
+            or alpha.device.type != "cpu"
+            or not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))):
+        yield None
+        return
+    from wcc.backends import cpu_build
+
+    if cpu_build.load() is not None:
+        yield None
+        return
+    with _QUANT_BUFFER.borrow(x) as out:
+        if out is not None:
+            torch.ops.wcc_cpu.unsigned_fake_quant.out(x, float(alpha.detach().to(x.dtype)), bits, out=out)
+        yield out
+
+
+CPU = register_backend(CPUBackend(), priority=10)

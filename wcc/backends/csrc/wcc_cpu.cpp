@@ -1,0 +1,965 @@
+// Fast CPU kernels of the WCC op (see wcc/backends/cpu.py for the Python side and
+// wcc/backends/reference.py for the specification they reproduce).
+//
+//   y = crop( IWT( scatter_k( W @ Q_a( gather_k( WT( pad(x) ) ) ) ) ) ) + bias
+//
+// Work is organised in *bands*: B = 2^J input rows of one image. A J-level Haar transform of a
+// band depends on that band only, and it produces exactly B * W' coefficients of the Mallat
+// pyramid (at level l: B/2^l rows of each detail band, and one row of the final LL band). So:
+//
+//   pass 1 (per band, all channels): transform, accumulate the channel energy of every position,
+//           and store the coefficient -- as its integer quantization code when the activations
+//           are quantized (int8 for <= 8 bits: a quarter of the float traffic; the code fully
+//           determines the fake-quant value, so nothing is lost), else as the float value;
+//   select: per image, the k positions with the largest energy (a selection, not a sort);
+//   pass 2 (per band): gather the kept columns of the band (C_in x k_b, cache-resident),
+//           GEMM with the weight, then for each output channel scatter into a zeroed band and
+//           inverse-transform it straight into the cropped output rows (+ bias).
+//
+// Input is read once, the code buffer written and read once, the output written once.
+//
+// Coefficient positions are numbered in *band order*: band b's coefficients occupy
+// [b * Pb, (b + 1) * Pb) with Pb = B * W', and inside a band the layout is
+//   level 1: H rows, V rows, D rows; level 2: H, V, D; ...; level J: H, V, D; then the LL row,
+// each band section row-major. `keep_indices` maps band order to the Mallat layout.
+//
+// Every elementwise formula follows the reference's operation order so that coefficients,
+// quantized values and reconstructions are bit-identical to it; only the GEMM's and the
+// energy sum's accumulation order differ. (Built with -ffp-contract=off: a fused multiply-add
+// would round differently.)
+//
+// Also here: the unsigned activation fake-quant of QuantConv2d as one fused pass (inference).
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <type_traits>
+#include <vector>
+
+
+namespace {
+
+// ----------------------------------------------------------------------------------------------
+// Geometry of the band decomposition.
+
+struct Geo {
+  int64_t N, C, H, W, J, B, Hp, Wp, nb, Pb;
+  std::vector<int64_t> off;  // off[3 * (l - 1) + t]: section of level l (1..J), band t (H, V, D)
+  int64_t ll_off;            // the final LL row
+
+  Geo(int64_t n, int64_t c, int64_t h, int64_t w, int64_t levels)
+      : N(n), C(c), H(h), W(w), J(levels), B(int64_t(1) << levels) {
+    Hp = (H + B - 1) / B * B;
+    Wp = (W + B - 1) / B * B;
+    nb = Hp / B;
+    Pb = B * Wp;
+    int64_t pos = 0;
+    for (int64_t l = 1; l <= J; ++l) {
+      const int64_t sz = (B >> l) * (Wp >> l);
+      for (int t = 0; t < 3; ++t) {
+        off.push_back(pos);
+        pos += sz;
+      }
+    }
+    ll_off = pos;
+    TORCH_INTERNAL_ASSERT(pos + (Wp >> J) == Pb);
+  }
+  int64_t sec(int64_t l, int t) const { return off[3 * (l - 1) + t]; }
+  int64_t P() const { return nb * Pb; }
+  // Scratch (elements) that analysis/synthesis need: two padded rows, one zero row, and two
+  // ping-pong LL buffers (level-1 LL is B/2 x W'/2, level-2 LL a quarter of that).
+  int64_t work_size() const { return 3 * Wp + Pb / 4 + Pb / 16 + 2 * Wp; }
+};
+
+// ----------------------------------------------------------------------------------------------
+// SIMD through GCC/Clang vector extensions: one 64-byte vector type per scalar type, compiled
+// for the host ISA (AVX-512: one register; AVX2/SSE: split by the compiler). Only IEEE add,
+// sub, mul, div and exact shuffles are used, so results equal the scalar formulas bit for bit.
+
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define WCC_SHUFFLE(V, I, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define WCC_SHUFFLE(V, I, a, b, ...) __builtin_shuffle(a, b, I{__VA_ARGS__})
+#endif
+
+template <typename T>
+struct Vec;
+
+template <>
+struct Vec<float> {
+  static constexpr int L = 16;
+  typedef float V __attribute__((vector_size(64)));
+  typedef int32_t I __attribute__((vector_size(64)));
+  // Adding and subtracting 1.5 * 2^23 rounds |x| < 2^22 to an integer, ties to even
+  // (= std::nearbyint / torch.round in the default rounding mode).
+  static constexpr float kRound = 12582912.0f;
+  static V even(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30); }
+  static V odd(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31); }
+  static V zip_lo(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23); }
+  static V zip_hi(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31); }
+};
+
+template <>
+struct Vec<double> {
+  static constexpr int L = 8;
+  typedef double V __attribute__((vector_size(64)));
+  typedef int64_t I __attribute__((vector_size(64)));
+  static constexpr double kRound = 6755399441055744.0;  // 1.5 * 2^52
+  static V even(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 0, 2, 4, 6, 8, 10, 12, 14); }
+  static V odd(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 1, 3, 5, 7, 9, 11, 13, 15); }
+  static V zip_lo(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 0, 8, 1, 9, 2, 10, 3, 11); }
+  static V zip_hi(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 4, 12, 5, 13, 6, 14, 7, 15); }
+};
+
+template <typename T>
+inline typename Vec<T>::V vload(const T* p) {
+  typename Vec<T>::V v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline void vstore(T* p, typename Vec<T>::V v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+template <typename T>
+inline typename Vec<T>::V vsplat(T x) {
+  return typename Vec<T>::V{} + x;
+}
+
+// One analysis level on a row pair (reference order: ((a +- b) +- c) +- d, then * 0.5).
+template <typename T>
+inline void analysis_row(const T* __restrict top, const T* __restrict bot, int64_t cols,
+                         T* __restrict ll, T* __restrict h, T* __restrict v, T* __restrict d) {
+  using W = Vec<T>;
+  constexpr int L = W::L;
+  const T half = T(0.5);
+  const typename W::V vh = vsplat(half);
+  int64_t j = 0;
+  for (; j + L <= cols; j += L) {
+    const typename W::V t0 = vload(top + 2 * j), t1 = vload(top + 2 * j + L);
+    const typename W::V b0 = vload(bot + 2 * j), b1 = vload(bot + 2 * j + L);
+    const typename W::V a = W::even(t0, t1), b = W::odd(t0, t1), c = W::even(b0, b1), e = W::odd(b0, b1);
+    vstore(ll + j, (((a + b) + c) + e) * vh);
+    vstore(h + j, (((a - b) + c) - e) * vh);
+    vstore(v + j, (((a + b) - c) - e) * vh);
+    vstore(d + j, (((a - b) - c) + e) * vh);
+  }
+  for (; j < cols; ++j) {
+    const T a = top[2 * j], b = top[2 * j + 1], c = bot[2 * j], e = bot[2 * j + 1];
+    ll[j] = (((a + b) + c) + e) * half;
+    h[j] = (((a - b) + c) - e) * half;
+    v[j] = (((a + b) - c) - e) * half;
+    d[j] = (((a - b) - c) + e) * half;
+  }
+}
+
+// One synthesis level (the transpose; reference order as in wcc/haar.py), plus `bias` after the
+// rounding when kBias (the reference adds the bias to the cropped reconstruction).
+template <typename T, bool kBias = false>
+inline void synthesis_row(const T* __restrict ll, const T* __restrict h, const T* __restrict v,
+                          const T* __restrict d, int64_t cols, T* __restrict top, T* __restrict bot,
+                          T bias = T(0)) {
+  using W = Vec<T>;
+  using V = typename W::V;
+  constexpr int L = W::L;
+  const T half = T(0.5);
+  const V vh = vsplat(half), vb = vsplat(bias);
+  int64_t j = 0;
+  for (; j + L <= cols; j += L) {
+    const V l = vload(ll + j), hh = vload(h + j), vv = vload(v + j), dd = vload(d + j);
+    V a = (((l + hh) + vv) + dd) * vh, b = (((l - hh) + vv) - dd) * vh;
+    V c = (((l + hh) - vv) - dd) * vh, e = (((l - hh) - vv) + dd) * vh;
+    if constexpr (kBias) {
+      a = a + vb;
+      b = b + vb;
+      c = c + vb;
+      e = e + vb;
+    }
+    vstore(top + 2 * j, W::zip_lo(a, b));
+    vstore(top + 2 * j + L, W::zip_hi(a, b));
+    vstore(bot + 2 * j, W::zip_lo(c, e));
+    vstore(bot + 2 * j + L, W::zip_hi(c, e));
+  }
+  for (; j < cols; ++j) {
+    const T l = ll[j], hh = h[j], vv = v[j], dd = d[j];
+    T a = (((l + hh) + vv) + dd) * half, b = (((l - hh) + vv) - dd) * half;
+    T c = (((l + hh) - vv) - dd) * half, e = (((l - hh) - vv) + dd) * half;
+    if constexpr (kBias) {
+      a = a + bias;
+      b = b + bias;
+      c = c + bias;
+      e = e + bias;
+    }
+    top[2 * j] = a;
+    top[2 * j + 1] = b;
+    bot[2 * j] = c;
+    bot[2 * j + 1] = e;
+  }
+}
+
+// Prefetches the input rows of band `b` of a channel plane: a band is B short row segments,
+// too short for the hardware prefetcher to ramp up on, so the next channel's band is requested
+// while the current one is transformed.
+template <typename T>
+inline void prefetch_band(const T* plane, const Geo& g, int64_t b) {
+  const int64_t r1 = std::min(g.H, (b + 1) * g.B);
+  constexpr int64_t kLine = 64 / sizeof(T);
+  for (int64_t r = b * g.B; r < r1; ++r) {
+    const T* row = plane + r * g.W;
+    for (int64_t j = 0; j < g.W; j += kLine) __builtin_prefetch(row + j, 0, 3);
+  }
+}
+
+// J-level forward transform of band `b` of one channel plane (H x W, row-major, unpadded)
+// into `coef` (Pb values, band order). `work` has g.work_size() elements.
+// Level 1 reads the input rows in place; the zero padding (rows from H, columns from W) is
+// never materialised: column pairs past the image give exact zeros, and the pair that
+// straddles an odd width is computed with an explicit zero, as the reference does.
+template <typename T>
+void band_analysis(const T* plane, const Geo& g, int64_t b, T* coef, T* work) {
+  T* zero = work + 2 * g.Wp;
+  T* ping = work + 3 * g.Wp;  // level-1 LL (B/2 x Wp/2)
+  T* pong = ping + g.Pb / 4;  // level-2 LL (B/4 x Wp/4)
+  const int64_t full = g.W / 2;        // column pairs inside the image
+  const bool odd = (g.W % 2) != 0;     // one more pair, half inside
+  const T* in = nullptr;               // LL of the previous level (rows x 2*cols), row-major
+  for (int64_t l = 1; l <= g.J; ++l) {
+    const int64_t rows = g.B >> l, cols = g.Wp >> l;
+    T* ll_out = (l == g.J) ? coef + g.ll_off : ((l % 2) ? ping : pong);
+    T* hs = coef + g.sec(l, 0);
+    T* vs = coef + g.sec(l, 1);
+    T* ds = coef + g.sec(l, 2);
+    for (int64_t i = 0; i < rows; ++i) {
+      T* lo = ll_out + i * cols;
+      T* ho = hs + i * cols;
+      T* vo = vs + i * cols;
+      T* dout = ds + i * cols;
+      if (l > 1) {
+        const T* top = in + (2 * i) * (2 * cols);
+        analysis_row(top, top + 2 * cols, cols, lo, ho, vo, dout);
+        continue;
+      }
+      const int64_t r = b * g.B + 2 * i;
+      if (r >= g.H) {  // both rows are padding
+        std::fill(zero, zero + g.Wp, T(0));
+        analysis_row(zero, zero, cols, lo, ho, vo, dout);
+        continue;
+      }
+      const T* top = plane + r * g.W;
+      const T* bot = r + 1 < g.H ? top + g.W : nullptr;
+      if (bot == nullptr) {
+        std::fill(zero, zero + g.Wp, T(0));
+        bot = zero;
+      }
+      analysis_row(top, bot, full, lo, ho, vo, dout);
+      int64_t j = full;
+      if (odd) {
+        const T t2[2] = {top[g.W - 1], T(0)}, b2[2] = {bot[g.W - 1], T(0)};
+        analysis_row(t2, b2, 1, lo + j, ho + j, vo + j, dout + j);
+        ++j;
+      }
+      for (T* out : {lo, ho, vo, dout}) std::fill(out + j, out + cols, T(0));
+    }
+    in = ll_out;
+  }
+}
+
+// Inverse of band_analysis, written into the cropped output plane (H x W), plus `bias`: the
+// last level writes the output rows in place and skips what the crop drops.
+template <typename T, bool kBias>
+void band_synthesis(const T* coef, const Geo& g, int64_t b, T* plane, T bias, T* work) {
+  T* spare = work + g.Wp;     // sink for a bottom row that falls below H
+  T* ping = work + 3 * g.Wp;  // reconstructed LL of level 1 (B/2 x Wp/2)
+  T* pong = ping + g.Pb / 4;  // reconstructed LL of level 2
+  const T* ll = coef + g.ll_off;
+  for (int64_t l = g.J; l > 1; --l) {
+    const int64_t rows = g.B >> l, cols = g.Wp >> l;
+    const T* hs = coef + g.sec(l, 0);
+    const T* vs = coef + g.sec(l, 1);
+    const T* ds = coef + g.sec(l, 2);
+    T* out = ((l - 1) % 2) ? ping : pong;
+    for (int64_t i = 0; i < rows; ++i) {
+      T* top = out + (2 * i) * (2 * cols);
+      synthesis_row(ll + i * cols, hs + i * cols, vs + i * cols, ds + i * cols, cols, top, top + 2 * cols);
+    }
+    ll = out;
+  }
+  const int64_t rows = g.B >> 1, cols = g.Wp >> 1;
+  const int64_t full = g.W / 2;
+  const T* hs = coef + g.sec(1, 0);
+  const T* vs = coef + g.sec(1, 1);
+  const T* ds = coef + g.sec(1, 2);
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t r0 = b * g.B + 2 * i;
+    if (r0 >= g.H) break;  // cropped away (rows below H are padding)
+    T* top = plane + r0 * g.W;
+    T* bot = r0 + 1 < g.H ? top + g.W : spare;
+    const int64_t o = i * cols;
+    synthesis_row<T, kBias>(ll + o, hs + o, vs + o, ds + o, full, top, bot, bias);
+    if (g.W % 2) {  // the straddling pair: keep its left column
+      T t2[2], b2[2];
+      synthesis_row<T, kBias>(ll + o + full, hs + o + full, vs + o + full, ds + o + full, 1, t2, b2, bias);
+      top[g.W - 1] = t2[0];
+      bot[g.W - 1] = b2[0];
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Signed activation quantizer (DESIGN 3.3), split into an integer code and its value:
+//   code = round(clamp(x / alpha, -1, 1) * n),  value = (code / n) * alpha   (n = 2^(bits-1) - 1)
+// in the reference's operation order. A NaN code is stored as the integer type's minimum
+// (never a valid code) and decodes back to NaN.
+
+struct Quant {
+  bool on;
+  double alpha, n;
+};
+
+template <typename T>
+inline T quant_code(T v, T alpha, T n) {
+  T u = v / alpha;
+  u = std::max(u, T(-1));  // std::max/min keep a NaN first argument, like torch.clamp
+  u = std::min(u, T(1));
+  return std::nearbyint(u * n);  // round half to even, like torch.round
+}
+
+template <typename T>
+inline T quant_value(T v, T alpha, T n) {
+  return (quant_code(v, alpha, n) / n) * alpha;
+}
+
+// Storage of pass-1 coefficients: an integer code (S integral) or the raw value (S == T).
+template <typename T, typename S>
+inline S encode(T v, T alpha, T n) {
+  if constexpr (std::is_same_v<S, T>) {
+    return v;
+  } else {
+    const T r = quant_code(v, alpha, n);
+    return r != r ? std::numeric_limits<S>::min() : static_cast<S>(r);
+  }
+}
+
+template <typename T, typename S>
+inline T decode(S s, T alpha, T n, bool quant) {
+  if constexpr (std::is_same_v<S, T>) {
+    return quant ? quant_value(s, alpha, n) : s;
+  } else {
+    if (s == std::numeric_limits<S>::min()) return std::numeric_limits<T>::quiet_NaN();
+    return (T(s) / n) * alpha;
+  }
+}
+
+// Adds the squared coefficients cf[0..count) to the energies sc and stores them in st
+// (quantization codes or raw values; st may be null for energies only).
+template <typename T, typename S>
+inline void accumulate_and_store(const T* __restrict cf, int64_t count, T alpha, T n, T* __restrict sc,
+                                 S* __restrict st) {
+  using W = Vec<T>;
+  using V = typename W::V;
+  constexpr int L = W::L;
+  int64_t p = 0;
+  if (st == nullptr) {
+    for (; p + L <= count; p += L) {
+      const V v = vload(cf + p);
+      vstore(sc + p, vload(sc + p) + v * v);
+    }
+    for (; p < count; ++p) sc[p] += cf[p] * cf[p];
+    return;
+  }
+  if constexpr (std::is_same_v<S, T>) {
+    for (; p + L <= count; p += L) {
+      const V v = vload(cf + p);
+      vstore(sc + p, vload(sc + p) + v * v);
+      vstore(st + p, v);
+    }
+  } else {
+    typedef S SV __attribute__((vector_size(L * sizeof(S))));
+    const V va = vsplat(alpha), vn = vsplat(n), one = vsplat(T(1)), mone = vsplat(T(-1));
+    const V rnd = vsplat(W::kRound), sentinel = vsplat(T(std::numeric_limits<S>::min()));
+    for (; p + L <= count; p += L) {
+      const V v = vload(cf + p);
+      vstore(sc + p, vload(sc + p) + v * v);
+      V u = v / va;  // the same ops as quant_code
+      u = u < mone ? mone : u;
+      u = one < u ? one : u;
+      V r = (u * vn + rnd) - rnd;  // needs -ffp-contract=off: u * n must round before the add
+      r = r != r ? sentinel : r;
+      // Through 32-bit lanes: a direct float -> int8 conversion is scalarized by GCC.
+      typedef int32_t IV __attribute__((vector_size(L * sizeof(int32_t))));
+      const SV code = __builtin_convertvector(__builtin_convertvector(r, IV), SV);
+      std::memcpy(st + p, &code, sizeof(code));
+    }
+  }
+  for (; p < count; ++p) {
+    sc[p] += cf[p] * cf[p];
+    st[p] = encode<T, S>(cf[p], alpha, n);
+  }
+}
+
+// Per-thread scratch that survives across calls: fresh multi-megabyte buffers would cost a page
+// fault per 4 KiB on every call. Slot tells apart buffers that are alive at the same time.
+// Very large requests are not cached (they are freed when the Scratch goes out of scope).
+template <typename E, int Slot>
+class Scratch {
+ public:
+  explicit Scratch(int64_t n) {
+    static constexpr int64_t kCacheBytes = int64_t(16) << 20;
+    thread_local std::vector<E> cache;
+    const size_t want = size_t(std::max<int64_t>(n, 1));
+    std::vector<E>& buf = int64_t(want * sizeof(E)) <= kCacheBytes ? cache : own_;
+    if (buf.size() < want) buf.resize(want);
+    ptr_ = buf.data();
+  }
+  E* data() const { return ptr_; }
+  E& operator[](int64_t i) const { return ptr_[i]; }
+
+ private:
+  std::vector<E> own_;
+  E* ptr_;
+};
+
+// Process-wide byte buffer for the pass-1 store and the energies, reused across calls (tens
+// of MiB: a fresh allocation would cost a page fault per 4 KiB each call). A call that finds it
+// in use by another thread, or needs more than kMaxCachedBytes, allocates its own.
+class Workspace {
+ public:
+  explicit Workspace(int64_t bytes) {
+    static constexpr int64_t kMaxCachedBytes = int64_t(256) << 20;
+    static std::mutex mutex;
+    // Never destroyed: a static tensor would be freed after libtorch at process exit.
+    static at::Tensor* const cached = new at::Tensor();
+    const auto opts = at::TensorOptions().dtype(at::kByte);
+    if (bytes <= kMaxCachedBytes) lock_ = std::unique_lock<std::mutex>(mutex, std::try_to_lock);
+    if (lock_.owns_lock()) {
+      if (!cached->defined() || cached->numel() < bytes) {
+        *cached = at::Tensor();  // free the old one first
+        *cached = at::empty({bytes}, opts);
+      }
+      buffer_ = *cached;
+    } else {
+      buffer_ = at::empty({bytes}, opts);
+    }
+  }
+  uint8_t* data() const { return buffer_.data_ptr<uint8_t>(); }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+  at::Tensor buffer_;
+};
+
+inline int64_t round_up64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
+
+// Runs fn(item) for item in [0, n) on the intra-op threads, handing out items one at a time:
+// with uneven items, or a thread the OS parks on a shared machine, a static split would make
+// the others wait (spinning) at the end of the region.
+template <typename F>
+void parallel_items(int64_t n, const F& fn) {
+  if (n <= 0) return;
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::min<int64_t>(n, at::get_num_threads());
+  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) {
+      for (int64_t item = next.fetch_add(1); item < n; item = next.fetch_add(1)) fn(item);
+    }
+  });
+}
+
+// ----------------------------------------------------------------------------------------------
+// Pass 1: transform + channel energy (+ storage of the coefficients when `store` is given).
+//   x: (N, C, H, W) contiguous; scores: (N, P) band order; store: (N, nb, C, Pb).
+
+template <typename T, typename S>
+void pass1(const T* x, const Geo& g, const Quant& q, T* scores, S* store) {
+  const T alpha = T(q.alpha), n = T(q.n);
+  parallel_items(g.N * g.nb, [&](int64_t item) {
+    Scratch<T, 0> coef(g.Pb);
+    Scratch<T, 1> work(g.work_size());
+    const int64_t img = item / g.nb, b = item % g.nb;
+    T* sc = scores + img * g.P() + b * g.Pb;
+    std::fill(sc, sc + g.Pb, T(0));
+    for (int64_t c = 0; c < g.C; ++c) {
+      if (c + 1 < g.C) prefetch_band(x + (img * g.C + c + 1) * g.H * g.W, g, b);
+      band_analysis(x + (img * g.C + c) * g.H * g.W, g, b, coef.data(), work.data());
+      S* st = store == nullptr ? nullptr : store + ((img * g.nb + b) * g.C + c) * g.Pb;
+      accumulate_and_store<T, S>(coef.data(), g.Pb, alpha, n, sc, st);
+    }
+  });
+}
+
+// ----------------------------------------------------------------------------------------------
+// Selection: per image the k positions of largest energy, ascending in band order.
+// Energies are >= 0 (or NaN), so their IEEE bit patterns order like the values, with NaN on
+// top (as torch.topk ranks it); selecting on integer keys keeps nth_element well defined.
+
+template <typename T>
+using key_t = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+
+template <typename T>
+inline key_t<T> key_of(T v) {
+  key_t<T> k;
+  std::memcpy(&k, &v, sizeof(T));
+  return k;
+}
+
+template <typename T>
+void select_topk(const T* scores, int64_t N, int64_t P, int64_t k, int32_t* kept) {
+  using K = key_t<T>;
+  // Radix selection: a histogram of the top 16 key bits finds the bin that holds the k-th
+  // largest key; only that bin's keys go through nth_element.
+  constexpr int kShift = int(sizeof(K)) * 8 - 16;
+  parallel_items(N, [&](int64_t img) {
+    Scratch<uint32_t, 1> hist(int64_t(1) << 16);  // slots differ: K may be uint32_t too
+    Scratch<K, 2> cand(P);
+    const T* s = scores + img * P;
+    std::fill(hist.data(), hist.data() + (int64_t(1) << 16), 0u);
+    for (int64_t p = 0; p < P; ++p) ++hist[key_of(s[p]) >> kShift];
+    int64_t above = 0;  // keys in bins above the threshold bin
+    int64_t bin = (int64_t(1) << 16) - 1;
+    for (; bin > 0 && above + hist[bin] < k; --bin) above += hist[bin];
+    int64_t m = 0;
+    for (int64_t p = 0; p < P; ++p) {
+      const K kp = key_of(s[p]);
+      if (int64_t(kp >> kShift) == bin) cand[m++] = kp;
+    }
+    const int64_t need = k - above;  // 1 <= need <= m
+    std::nth_element(cand.data(), cand.data() + (need - 1), cand.data() + m, std::greater<K>());
+    const K thr = cand[need - 1];
+    int64_t greater = above;
+    for (int64_t i = 0; i < m; ++i) greater += cand[i] > thr;
+    int64_t ties = k - greater;  // keys equal to the threshold that are kept (the first ones)
+    int32_t* out = kept + img * k;
+    int64_t n_out = 0;
+    for (int64_t p = 0; p < P && n_out < k; ++p) {
+      const K kp = key_of(s[p]);
+      if (kp > thr) {
+        out[n_out++] = int32_t(p);
+      } else if (kp == thr && ties > 0) {
+        out[n_out++] = int32_t(p);
+        --ties;
+      }
+    }
+    TORCH_INTERNAL_ASSERT(n_out == k);
+  });
+}
+
+// Start of every band's segment in each image's kept list: seg[(img * (nb + 1)) + b].
+std::vector<int64_t> band_segments(const int32_t* kept, const Geo& g, int64_t k) {
+  std::vector<int64_t> seg(g.N * (g.nb + 1));
+  for (int64_t img = 0; img < g.N; ++img) {
+    const int32_t* kp = kept + img * k;
+    int64_t i = 0;
+    for (int64_t b = 0; b <= g.nb; ++b) {
+      while (i < k && kp[i] < b * g.Pb) ++i;
+      seg[img * (g.nb + 1) + b] = i;
+    }
+  }
+  return seg;
+}
+
+template <typename T>
+at::Tensor wrap(T* p, at::IntArrayRef sizes) {
+  return at::from_blob(p, sizes, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+}
+
+// Y (M x N) = A (M x K) @ B (K x N), all row-major, for products too small to be worth a BLAS
+// call: BLAS may start its own thread team for them, which costs far more than the arithmetic.
+// Four rows of A share each vector of B; the accumulators stay in registers.
+template <typename T>
+void small_gemm(const T* __restrict A, const T* __restrict B, T* __restrict Y, int64_t M, int64_t K, int64_t N) {
+  using W = Vec<T>;
+  using V = typename W::V;
+  constexpr int L = W::L;
+  constexpr int R = 4;
+  for (int64_t m0 = 0; m0 < M; m0 += R) {
+    const int64_t rows = std::min<int64_t>(R, M - m0);
+    int64_t j = 0;
+    for (; j + L <= N; j += L) {
+      V acc[R] = {};
+      for (int64_t kk = 0; kk < K; ++kk) {
+        const V b = vload(B + kk * N + j);
+        for (int r = 0; r < R; ++r) {
+          if (r < rows) acc[r] = acc[r] + vsplat(A[(m0 + r) * K + kk]) * b;
+        }
+      }
+      for (int r = 0; r < rows; ++r) vstore(Y + (m0 + r) * N + j, acc[r]);
+    }
+    for (; j < N; ++j) {
+      for (int r = 0; r < rows; ++r) {
+        T acc = T(0);
+        for (int64_t kk = 0; kk < K; ++kk) acc += A[(m0 + r) * K + kk] * B[kk * N + j];
+        Y[(m0 + r) * N + j] = acc;
+      }
+    }
+  }
+}
+
+constexpr int64_t kSmallGemmMacs = int64_t(1) << 21;
+constexpr int64_t kMinChunkChannels = 128;  // output channels per pass-2 item, at least
+
+// ----------------------------------------------------------------------------------------------
+// Pass 2: per band gather -> GEMM -> scatter + inverse transform (+ bias) into y.
+//   saved_raw (N, C_in, k): when given, the gathered pre-quantization coefficients (for backward).
+
+template <typename T, typename S>
+void pass2(const S* store, const Geo& g, const int32_t* kept, int64_t k, const at::Tensor& weight,
+           const T* bias, const Quant& q, T* y, T* saved_raw) {
+  const T alpha = T(q.alpha), n = T(q.n);
+  const int64_t Ci = g.C, Co = weight.size(0);
+  const std::vector<int64_t> seg = band_segments(kept, g, k);
+  // int8 codes decode through a table (no division per element); index = code + 128.
+  T lut[256];
+  for (int code = -128; code < 128; ++code) lut[code + 128] = decode<T, int8_t>(int8_t(code), alpha, n, true);
+  int64_t kmax = 0;
+  for (int64_t img = 0; img < g.N; ++img)
+    for (int64_t b = 0; b < g.nb; ++b)
+      kmax = std::max(kmax, seg[img * (g.nb + 1) + b + 1] - seg[img * (g.nb + 1) + b]);
+  // Few bands and many output channels: split each band's output channels into chunks (each
+  // chunk gathers the band again, which is cheap next to its GEMM rows and reconstruction), so
+  // that there are enough items to keep every thread busy until the end.
+  const int64_t bands = g.N * g.nb;
+  const int64_t want = 8 * at::get_num_threads();
+  const int64_t chunks = std::max<int64_t>(1, std::min((want + bands - 1) / bands, Co / kMinChunkChannels));
+  const int64_t per_chunk = (Co + chunks - 1) / chunks;
+  parallel_items(bands * chunks, [&](int64_t job) {
+    const int64_t item = job / chunks;
+    const int64_t c0 = (job % chunks) * per_chunk, c1 = std::min(Co, c0 + per_chunk);
+    if (c0 >= c1) return;
+    Scratch<T, 0> plane(g.Pb);
+    Scratch<T, 1> work(g.work_size());
+    Scratch<T, 2> xk(Ci * kmax);
+    Scratch<T, 3> yk((c1 - c0) * kmax);
+    Scratch<int32_t, 0> loc(kmax);
+    const int64_t img = item / g.nb, b = item % g.nb;
+    const int64_t s0 = seg[img * (g.nb + 1) + b], kb = seg[img * (g.nb + 1) + b + 1] - s0;
+    for (int64_t i = 0; i < kb; ++i) loc[i] = kept[img * k + s0 + i] - int32_t(b * g.Pb);
+    // Gather the kept columns of the band: xk (C_in x kb), quantized values.
+    for (int64_t c = 0; c < Ci; ++c) {
+      const S* st = store + ((img * g.nb + b) * Ci + c) * g.Pb;
+      T* xr = xk.data() + c * kb;
+      if constexpr (std::is_same_v<S, int8_t>) {
+        for (int64_t i = 0; i < kb; ++i) xr[i] = lut[int(st[loc[i]]) + 128];
+      } else {
+        if (saved_raw != nullptr && c0 == 0) {
+          T* sv = saved_raw + (img * Ci + c) * k + s0;
+          for (int64_t i = 0; i < kb; ++i) sv[i] = T(st[loc[i]]);
+        }
+        for (int64_t i = 0; i < kb; ++i) xr[i] = decode<T, S>(st[loc[i]], alpha, n, q.on);
+      }
+    }
+    const int64_t rows = c1 - c0;
+    if (kb > 0 && rows * Ci * kb <= kSmallGemmMacs) {
+      small_gemm(weight.data_ptr<T>() + c0 * Ci, xk.data(), yk.data(), rows, Ci, kb);
+    } else if (kb > 0) {
+      at::Tensor out = wrap(yk.data(), {rows, kb});
+      at::mm_out(out, weight.narrow(0, c0, rows), wrap(xk.data(), {Ci, kb}));
+    }
+    // Every output channel has its nonzeros at the same positions: zero the band once and
+    // overwrite those positions per channel.
+    std::fill(plane.data(), plane.data() + g.Pb, T(0));
+    for (int64_t co = c0; co < c1; ++co) {
+      const T* yr = yk.data() + (co - c0) * kb;
+      for (int64_t i = 0; i < kb; ++i) plane[loc[i]] = yr[i];
+      T* yp = y + (img * Co + co) * g.H * g.W;
+      if (bias != nullptr) {
+        band_synthesis<T, true>(plane.data(), g, b, yp, bias[co], work.data());
+      } else {
+        band_synthesis<T, false>(plane.data(), g, b, yp, T(0), work.data());
+      }
+    }
+  });
+}
+
+void check_input(const at::Tensor& x, int64_t levels) {
+  TORCH_CHECK(x.device().is_cpu(), "wcc_cpu: expected a CPU tensor, got ", x.device());
+  TORCH_CHECK(x.dim() == 4, "wcc_cpu: expected x of shape (N, C, H, W), got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "wcc_cpu: supports float32 and float64, got ", x.scalar_type());
+  TORCH_CHECK(levels >= 1 && levels <= 12, "wcc_cpu: levels must be in 1..12, got ", levels);
+}
+
+Quant make_quant(double alpha, int64_t act_bits) {
+  TORCH_CHECK(act_bits == 0 || (act_bits >= 2 && act_bits <= 16),
+              "wcc_cpu: act_bits must be 0 (float) or 2..16, got ", act_bits);
+  Quant q;
+  q.on = act_bits > 0;
+  q.alpha = alpha;
+  q.n = q.on ? double((int64_t(1) << (act_bits - 1)) - 1) : 1.0;
+  return q;
+}
+
+// ----------------------------------------------------------------------------------------------
+// Ops.
+
+// Forward. Returns (y, kept (N, k) int32 band-order positions, saved raw kept coefficients
+// (N, C_in, k) when `save`, else an empty tensor).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> wcc_forward(const at::Tensor& x_in, const at::Tensor& weight_in,
+                                                           const std::optional<at::Tensor>& bias_in, double alpha,
+                                                           int64_t levels, int64_t k, int64_t act_bits, bool save) {
+  check_input(x_in, levels);
+  at::AutoDispatchBelowADInplaceOrView guard;  // autograd is the Python Function's business
+  const at::Tensor x = x_in.detach().contiguous();
+  const at::Tensor weight = weight_in.detach().contiguous();
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == x.size(1) && weight.scalar_type() == x.scalar_type(),
+              "wcc_cpu: weight must be (C_out, C_in) with the input's dtype, got ", weight.sizes(), " ",
+              weight.scalar_type());
+  at::Tensor bias;
+  if (bias_in.has_value() && bias_in->defined()) {
+    bias = bias_in->detach().contiguous();
+    TORCH_CHECK(bias.numel() == weight.size(0) && bias.scalar_type() == x.scalar_type(),
+                "wcc_cpu: bias must be (C_out,) with the input's dtype");
+  }
+  const Geo g(x.size(0), x.size(1), x.size(2), x.size(3), levels);
+  TORCH_CHECK(k >= 1 && k <= g.P(), "wcc_cpu: k=", k, " outside 1..", g.P());
+  TORCH_CHECK(g.P() < std::numeric_limits<int32_t>::max(), "wcc_cpu: image too large");
+  const Quant q = make_quant(alpha, act_bits);
+  const int64_t Co = weight.size(0);
+  at::Tensor y = at::empty({g.N, Co, g.H, g.W}, x.options());
+  at::Tensor kept = at::empty({g.N, k}, x.options().dtype(at::kInt));
+  at::Tensor saved = save ? at::empty({g.N, g.C, k}, x.options()) : at::Tensor();
+  // Codes are exact integers for <= 16 bits; the raw value is kept when backward needs it
+  // or when there is no quantization.
+  const at::ScalarType st = (!q.on || save) ? x.scalar_type() : (act_bits <= 8 ? at::kChar : at::kShort);
+  const int64_t score_bytes = round_up64(g.N * g.P() * int64_t(x.element_size()));
+  const Workspace ws(score_bytes + g.N * g.P() * g.C * int64_t(c10::elementSize(st)));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wcc_cpu_forward", [&] {
+    using T = scalar_t;
+    const T* bp = bias.defined() ? bias.data_ptr<T>() : nullptr;
+    T* sv = save ? saved.data_ptr<T>() : nullptr;
+    T* scores = reinterpret_cast<T*>(ws.data());
+    auto run = [&](auto* sp) {  // sp: the store, (N, nb, C, Pb) of int8, int16 or T
+      pass1<T>(x.data_ptr<T>(), g, q, scores, sp);
+      select_topk<T>(scores, g.N, g.P(), k, kept.data_ptr<int32_t>());
+      pass2<T>(sp, g, kept.data_ptr<int32_t>(), k, weight, bp, q, y.data_ptr<T>(), sv);
+    };
+    uint8_t* store = ws.data() + score_bytes;
+    if (st == at::kChar) {
+      run(reinterpret_cast<int8_t*>(store));
+    } else if (st == at::kShort) {
+      run(reinterpret_cast<int16_t*>(store));
+    } else {
+      run(reinterpret_cast<T*>(store));
+    }
+  });
+  return {y, kept, saved};
+}
+
+// Backward of wcc_forward (without the bias, whose gradient is gy summed over N, H, W).
+// Returns (gx, gw, galpha); galpha is undefined without quantization.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> wcc_backward(const at::Tensor& gy_in, const at::Tensor& weight_in,
+                                                            const at::Tensor& saved, const at::Tensor& kept_in,
+                                                            double alpha, int64_t levels, int64_t act_bits,
+                                                            bool need_gx, bool need_gw) {
+  check_input(gy_in, levels);
+  at::AutoDispatchBelowADInplaceOrView guard;
+  const at::Tensor gy = gy_in.detach().contiguous();
+  const at::Tensor weight = weight_in.detach().contiguous();
+  const at::Tensor kept = kept_in.contiguous();
+  const int64_t N = gy.size(0), Co = gy.size(1), H = gy.size(2), W = gy.size(3);
+  const int64_t Ci = weight.size(1), k = kept.size(1);
+  const Quant q = make_quant(alpha, act_bits);
+  const Geo go(N, Co, H, W, levels), gi(N, Ci, H, W, levels);
+  const int32_t* kp = kept.data_ptr<int32_t>();
+  at::Tensor G = at::empty({N, Co, k}, gy.options());  // gradient of the GEMM output, kept columns
+  at::Tensor gx, gw, galpha;
+  AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "wcc_cpu_backward", [&] {
+    using T = scalar_t;
+    const T a = T(q.alpha), n = T(q.n);
+    // Adjoint of crop . IWT . scatter: pad, transform, gather the kept positions.
+    const std::vector<int64_t> seg = band_segments(kp, go, k);
+    const T* gyp = gy.data_ptr<T>();
+    T* Gp = G.data_ptr<T>();
+    parallel_items(N * go.nb, [&](int64_t item) {
+      Scratch<T, 0> coef(go.Pb);
+      Scratch<T, 1> work(go.work_size());
+      const int64_t img = item / go.nb, b = item % go.nb;
+      const int64_t s0 = seg[img * (go.nb + 1) + b], kb = seg[img * (go.nb + 1) + b + 1] - s0;
+      if (kb == 0) return;
+      const int32_t* kl = kp + img * k + s0;
+      for (int64_t co = 0; co < Co; ++co) {
+        band_analysis(gyp + (img * Co + co) * H * W, go, b, coef.data(), work.data());
+        T* gr = Gp + (img * Co + co) * k + s0;
+        for (int64_t i = 0; i < kb; ++i) gr[i] = coef[kl[i] - b * go.Pb];
+      }
+    });
+    // Quantized kept activations (the GEMM's right operand) from the saved raw values.
+    at::Tensor xq = saved;
+    if (q.on) {
+      xq = at::empty_like(saved);
+      const T* sp = saved.data_ptr<T>();
+      T* qp = xq.data_ptr<T>();
+      at::parallel_for(0, saved.numel(), 4096, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) qp[i] = quant_value(sp[i], a, n);
+      });
+    }
+    if (need_gw) gw = at::matmul(G, xq.transpose(1, 2)).sum(0);  // (C_out, C_in)
+    if (need_gx || q.on) {
+      at::Tensor gq = at::matmul(weight.t(), G);  // (N, C_in, k): gradient of the quantized values
+      if (q.on) {
+        // Straight-through inside the clip, zero outside; learned-step gradient of alpha.
+        const T* sp = saved.data_ptr<T>();
+        T* gp = gq.data_ptr<T>();
+        const int64_t total = gq.numel();
+        const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads() * 4, total / 4096 + 1));
+        std::vector<double> part(nchunks, 0.0);
+        at::parallel_for(0, nchunks, 1, [&](int64_t cb, int64_t ce) {
+          for (int64_t ch = cb; ch < ce; ++ch) {
+            const int64_t i0 = total * ch / nchunks, i1 = total * (ch + 1) / nchunks;
+            double acc = 0.0;
+            for (int64_t i = i0; i < i1; ++i) {
+              const T u = sp[i] / a;
+              const bool outside = std::abs(u) > T(1);
+              const T qv = quant_code(sp[i], a, n) / n;  // q on the unit grid, as the reference
+              const T dir = outside ? (u > 0 ? T(1) : (u < 0 ? T(-1) : T(0))) : T(qv - u);
+              acc += double(gp[i] * dir);
+              if (outside) gp[i] = T(0);
+            }
+            part[ch] = acc;
+          }
+        });
+        double total_g = 0.0;
+        for (double p : part) total_g += p;
+        galpha = at::full({}, total_g, gy.options());
+      }
+      if (need_gx) {
+        // Adjoint of gather . WT . pad: scatter into the band, inverse transform, crop.
+        gx = at::empty({N, Ci, H, W}, gy.options());
+        const T* gqp = gq.data_ptr<T>();
+        T* gxp = gx.data_ptr<T>();
+        parallel_items(N * gi.nb, [&](int64_t item) {
+          Scratch<T, 0> plane(gi.Pb);
+          Scratch<T, 1> work(gi.work_size());
+          const int64_t img = item / gi.nb, b = item % gi.nb;
+          const int64_t s0 = seg[img * (gi.nb + 1) + b], kb = seg[img * (gi.nb + 1) + b + 1] - s0;
+          const int32_t* kl = kp + img * k + s0;
+          std::fill(plane.data(), plane.data() + gi.Pb, T(0));  // nonzeros: same positions per channel
+          for (int64_t c = 0; c < Ci; ++c) {
+            const T* gr = gqp + (img * Ci + c) * k + s0;
+            for (int64_t i = 0; i < kb; ++i) plane[kl[i] - b * gi.Pb] = gr[i];
+            band_synthesis<T, false>(plane.data(), gi, b, gxp + (img * Ci + c) * H * W, T(0), work.data());
+          }
+        });
+      }
+    }
+  });
+  return {gx, gw, galpha};
+}
+
+// Kept positions (N, k) in the flattened padded Mallat layout, ascending (int64).
+at::Tensor wcc_keep_indices(const at::Tensor& x_in, int64_t levels, int64_t k) {
+  check_input(x_in, levels);
+  const at::Tensor x = x_in.contiguous();
+  const Geo g(x.size(0), x.size(1), x.size(2), x.size(3), levels);
+  TORCH_CHECK(k >= 1 && k <= g.P(), "wcc_cpu: k=", k, " outside 1..", g.P());
+  at::Tensor scores = at::empty({g.N, g.P()}, x.options());
+  at::Tensor kept = at::empty({g.N, k}, x.options().dtype(at::kInt));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wcc_cpu_keep", [&] {
+    pass1<scalar_t, scalar_t>(x.data_ptr<scalar_t>(), g, Quant{false, 1.0, 1.0}, scores.data_ptr<scalar_t>(),
+                              nullptr);
+    select_topk<scalar_t>(scores.data_ptr<scalar_t>(), g.N, g.P(), k, kept.data_ptr<int32_t>());
+  });
+  // Band order -> Mallat index.
+  at::Tensor out = at::empty({g.N, k}, x.options().dtype(at::kLong));
+  const int32_t* kp = kept.data_ptr<int32_t>();
+  int64_t* op = out.data_ptr<int64_t>();
+  for (int64_t i = 0; i < g.N * k; ++i) {
+    const int64_t b = kp[i] / g.Pb, loc = kp[i] % g.Pb;
+    int64_t row, col;
+    if (loc >= g.ll_off) {
+      row = b;
+      col = loc - g.ll_off;
+    } else {
+      int64_t l = 1, t = 0;
+      while (!(loc < g.sec(l, t) + (g.B >> l) * (g.Wp >> l))) {
+        if (++t == 3) {
+          t = 0;
+          ++l;
+        }
+      }
+      const int64_t rows = g.B >> l, cols = g.Wp >> l, r = (loc - g.sec(l, t)) / cols;
+      row = b * rows + r + (t >= 1 ? (g.Hp >> l) : 0);
+      col = (loc - g.sec(l, t)) % cols + (t != 1 ? (g.Wp >> l) : 0);
+    }
+    op[i] = row * g.Wp + col;
+  }
+  return std::get<0>(out.sort(1));
+}
+
+// Unsigned activation fake-quant of QuantConv2d (DESIGN 3.3) in one pass, for inference:
+//   out = (round(min(x / alpha, 1) * n) / n) * alpha,   n = 2^bits - 1,
+// the reference's operations in its order (bit-identical), instead of six tensor-wide passes.
+// The layout of x is kept (channels_last stays channels_last). `out`, when given, receives the
+// result (same shape, strides and dtype as x, which must be dense): lets the caller reuse a
+// buffer instead of faulting in fresh pages for every call.
+at::Tensor unsigned_fake_quant_impl(const at::Tensor& x_in, double alpha, int64_t bits,
+                                    const std::optional<at::Tensor>& out_in) {
+  TORCH_CHECK(x_in.device().is_cpu(), "wcc_cpu: expected a CPU tensor, got ", x_in.device());
+  TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kDouble,
+              "wcc_cpu: supports float32 and float64, got ", x_in.scalar_type());
+  TORCH_CHECK(bits >= 1 && bits <= 16, "wcc_cpu: bits must be in 1..16, got ", bits);
+  at::AutoDispatchBelowADInplaceOrView guard;
+  const at::Tensor x = x_in.is_non_overlapping_and_dense() ? x_in.detach() : x_in.detach().contiguous();
+  at::Tensor out;
+  if (out_in.has_value() && out_in->defined()) {
+    out = *out_in;
+    TORCH_CHECK(out.sizes() == x.sizes() && out.strides() == x.strides() && out.scalar_type() == x.scalar_type(),
+                "wcc_cpu: out must match the input's shape, strides and dtype");
+  } else {
+    out = at::empty_like(x);  // same strides as a dense x: one flat loop serves both
+  }
+  TORCH_CHECK(out.strides() == x.strides(), "wcc_cpu: output layout differs from the input's");
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wcc_cpu_unsigned_fake_quant", [&] {
+    using T = scalar_t;
+    const T a = T(alpha), n = T((int64_t(1) << bits) - 1);
+    // The flat storage of a dense tensor starts at the element with the lowest address.
+    const T* xp = x.data_ptr<T>();
+    T* op = out.data_ptr<T>();
+    at::parallel_for(0, x.numel(), int64_t(1) << 16, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        T u = xp[i] / a;
+        u = u > T(1) ? T(1) : u;  // clamp(max=1), a NaN stays NaN
+        op[i] = (std::nearbyint(u * n) / n) * a;
+      }
+    });
+  });
+  return out;
+}
+
+at::Tensor unsigned_fake_quant(const at::Tensor& x, double alpha, int64_t bits) {
+  return unsigned_fake_quant_impl(x, alpha, bits, std::nullopt);
+}
+
+at::Tensor& unsigned_fake_quant_out(const at::Tensor& x, double alpha, int64_t bits, at::Tensor& out) {
+  unsigned_fake_quant_impl(x, alpha, bits, out);
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(wcc_cpu, m) {
+  m.def("forward(Tensor x, Tensor weight, Tensor? bias, float alpha, int levels, int k, int act_bits, bool save)"
+        " -> (Tensor, Tensor, Tensor)");
+  m.def("backward(Tensor gy, Tensor weight, Tensor saved, Tensor kept, float alpha, int levels, int act_bits,"
+        " bool need_gx, bool need_gw) -> (Tensor, Tensor, Tensor)");
+  m.def("keep_indices(Tensor x, int levels, int k) -> Tensor");
+  m.def("unsigned_fake_quant(Tensor x, float alpha, int bits) -> Tensor");
+  m.def("unsigned_fake_quant.out(Tensor x, float alpha, int bits, *, Tensor(a!) out) -> Tensor(a!)");
+}
+
+TORCH_LIBRARY_IMPL(wcc_cpu, CPU, m) {
+  m.impl("forward", &wcc_forward);
+  m.impl("backward", &wcc_backward);
+  m.impl("keep_indices", &wcc_keep_indices);
+  m.impl("unsigned_fake_quant", &unsigned_fake_quant);
+  m.impl("unsigned_fake_quant.out", &unsigned_fake_quant_out);
+}
