@@ -64,6 +64,103 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+# ---- timing (bench.timing): layer and model rows, raw samples kept for rank tests ----
+_INT0 = {"type": "integer", "minimum": 0}
+_STR_OR_NULL = {"type": ["string", "null"]}
+_TIMED = {  # fields every timed row carries; error set <=> nothing was timed
+    "median_s": _NUM,
+    "iqr_s": _NUM,
+    "n_samples": _INT0,
+    "samples": {"type": "array", "items": {"type": "number", "minimum": 0}},
+    "number": _INT0,
+    "ratio_to_dense": _NUM,
+    "error": _STR_OR_NULL,
+    "energy": {"type": ["object", "null"]},
+}
+_TIMED_OK = {  # a row without error has real statistics
+    "if": {"properties": {"error": {"type": "null"}}},
+    "then": {"properties": {"median_s": {"type": "number", "minimum": 0}, "iqr_s": {"type": "number", "minimum": 0},
+                            "n_samples": {"type": "integer", "minimum": 1},
+                            "samples": {"type": "array", "minItems": 1}}},
+}
+_LAYER_ROW = {
+    "type": "object",
+    "required": ["shape_set", "shape", "shape_label", "op", "direction", "dtype", "backend", "keep_ratio",
+                 "levels", "dense_op", *_TIMED],
+    "properties": {
+        "shape_set": {"type": "string"},
+        "shape": {"type": "object", "required": ["batch", "c_in", "c_out", "height", "width"],
+                  "additionalProperties": {"type": "integer", "minimum": 1}},
+        "shape_label": {"type": "string"},
+        "op": {"enum": ["wcc", "dense_nchw", "dense_cl", "matmul", "quantconv"]},
+        "direction": {"enum": ["fwd", "fwdbwd"]},
+        "dtype": {"enum": ["float32", "float16", "bfloat16"]},
+        "backend": _STR_OR_NULL,
+        "keep_ratio": _NUM,
+        "levels": {"type": ["integer", "null"]},
+        "dense_op": _STR_OR_NULL,
+        **_TIMED,
+    },
+    **_TIMED_OK,
+}
+_MODEL_ROW = {
+    "type": "object",
+    "required": ["model", "variant", "backend", "input", "dtype", "keep_ratio", "peak_mem_bytes",
+                 "train_saved_bytes", "train_peak_bytes", *_TIMED],
+    "properties": {
+        "model": {"type": "string"},
+        "variant": {"type": "string"},
+        "backend": _STR_OR_NULL,
+        "input": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 4, "maxItems": 4},
+        "dtype": {"enum": ["float32", "float16", "bfloat16"]},
+        "keep_ratio": _NUM,
+        "peak_mem_bytes": {"type": ["integer", "null"]},
+        "train_saved_bytes": {"type": ["integer", "null"]},
+        "train_peak_bytes": {"type": ["integer", "null"]},
+        "memory_error": _STR_OR_NULL,
+        **_TIMED,
+    },
+    **_TIMED_OK,
+}
+_PROBED_ENV = {  # timing results also carry the device probes (bench.timing.probes)
+    "allOf": [_ENV, {"required": ["probes"],
+                     "properties": {"probes": {"type": "object", "required": ["cpu", "nvml", "jetson"]}}}],
+}
+SCHEMAS["timing"] = {
+    "type": "object",
+    "required": ["schema", "created", "environment", "name", "device", "quick", "grid", "timer", "backends",
+                 "energy_source", "layer_rows", "model_rows", "wall_time_s"],
+    "properties": {
+        "name": {"type": "string"},
+        "device": {"type": "string"},
+        "quick": {"type": "boolean"},
+        "grid": {"type": "object"},
+        "timer": {"type": "object"},
+        "backends": {"type": "array", "items": {"type": "object", "required": ["name", "available", "reason"]}},
+        "energy_source": {"type": "string"},
+        "layer_rows": {"type": "array", "items": _LAYER_ROW},
+        "model_rows": {"type": "array", "items": _MODEL_ROW},
+        "wall_time_s": {"type": "number", "minimum": 0},
+        "environment": _PROBED_ENV,
+    },
+}
+# pytest-benchmark's own JSON (``--benchmark-json``), tagged by benchmarks/conftest.py so that the
+# file is a store record: its environment (with probes) and a ratio_to_dense in every extra_info.
+SCHEMAS["pytest-benchmark"] = {
+    "type": "object",
+    "required": ["schema", "created", "environment", "machine_info", "commit_info", "benchmarks"],
+    "properties": {
+        "environment": _PROBED_ENV,
+        "machine_info": {"type": "object", "required": ["wcc_probes"]},
+        "benchmarks": {"type": "array", "items": {
+            "type": "object", "required": ["name", "stats", "extra_info"],
+            "properties": {"extra_info": {"type": "object", "required": ["case", "op", "ratio_to_dense"]},
+                           "stats": {"type": "object", "required": ["median", "iqr", "rounds"]}},
+        }},
+    },
+}
+
+
 def schema_id(kind: str) -> str:
     return f"wcc-bench/{kind}/v1"
 

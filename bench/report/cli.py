@@ -1,0 +1,74 @@
+"""``python -m bench report``: versioned HTML reports from the results store.
+
+    python -m bench report --results results --out reports
+    python -m bench report --results results --out reports --version 0.1.0+1a2b3c4d
+
+Writes ``<out>/<version>/index.html`` (figures in ``<out>/<version>/img/``) for every version
+found in the results, and ``<out>/index.html`` listing them. Static files: open them from disk.
+Exit status: 0 when built, 2 when the results cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["configure", "run"]
+
+
+def add_rule_options(parser: argparse.ArgumentParser) -> None:
+    """``--factor``, ``--alpha``, ``--memory-factor`` (shared with ``compare``)."""
+    g = parser.add_argument_group("regression rules")
+    g.add_argument("--factor", type=float, default=1.1,
+                   help="timing: flag when the median is slower by more than this factor (default 1.1) ...")
+    g.add_argument("--alpha", type=float, default=0.01,
+                   help="... and a one-sided Mann-Whitney U test on the samples has p below this (default 0.01)")
+    g.add_argument("--memory-factor", type=float, default=1.1, help="memory: flag above this factor (default 1.1)")
+
+
+def rules_from(args: argparse.Namespace):  # -> Rules (imported lazily)
+    from bench.report.regressions import Rules
+
+    return Rules(factor=args.factor, alpha=args.alpha, memory_factor=args.memory_factor)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", nargs="+", default=["results"], metavar="PATH",
+                        help="results directories or record files (default: results)")
+    parser.add_argument("--out", default="reports", help="output folder (default: reports)")
+    parser.add_argument("--version", action="append", dest="versions", metavar="VERSION",
+                        help="build only this version's report (repeatable; the index always lists all)")
+    parser.add_argument("--validate", action="store_true",
+                        help="validate every record against its full JSON schema (slow for large timing records)")
+    parser.add_argument("--jobs", type=int, help="worker processes building versions (default: one per CPU)")
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild every version (default: skip versions whose records, earlier records, rules "
+                             "and report code are unchanged since their last build)")
+    parser.add_argument("--quiet", action="store_true", help="print only the summary line")
+    add_rule_options(parser)
+    parser.epilog = ("Writes OUT/<version>/index.html (figures in OUT/<version>/img/) and OUT/index.html; static "
+                     "files that open from disk. Exit status: 0 when built, 2 when the results cannot be read.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.report.build import build_reports
+    from bench.report.load import LoadError
+
+    try:
+        rules = rules_from(args)
+    except ValueError as exc:
+        print(f"python -m bench report: {exc}", file=sys.stderr)
+        return 2
+    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        summary = build_reports(args.results, args.out, rules=rules, versions=args.versions, validate=args.validate,
+                                log=log, jobs=args.jobs, force=args.force)
+    except LoadError as exc:
+        print(f"python -m bench report: {exc}", file=sys.stderr)
+        return 2
+    bad = {v: n for v, n in summary.regressions.items() if n}
+    fresh = len(summary.versions) - len(summary.skipped)
+    print(f"wrote {summary.out / 'index.html'}: {fresh} version report(s) built, {len(summary.skipped)} up to date, "
+          f"in {summary.seconds:.1f} s; "
+          + (f"regressions in {', '.join(f'{v} ({n})' for v, n in bad.items())}" if bad else "no regressions"))
+    return 0

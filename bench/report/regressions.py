@@ -1,0 +1,368 @@
+"""Regression rules: what counts as improved, regressed or unchanged between two sets of results.
+
+Everything measured becomes one row of a long *measurements* frame (:func:`measurements`):
+``(machine, bench, key, metric) -> value (+ raw samples)``. ``key`` spells out the configuration
+(layer: source, device, torch threads, shape set, shape, op, direction, dtype, backend, keep
+ratio, levels; model: source, device, threads, model, input, dtype, variant, backend; accuracy:
+table, profile, data source, row), so two values are compared only when machine, bench, key and
+metric are all equal - never across machines or configurations.
+
+Rules (:class:`Rules`):
+
+* **timing** (median seconds, lower is better): regressed when ``new / base > factor`` (default
+  1.1) *and* a one-sided Mann-Whitney U test on the raw samples says the new samples are larger
+  with p < ``alpha`` (default 0.01), as asv does; improved symmetrically. Without samples, or
+  with too few for the test ever to reach ``alpha``, the factor alone decides (asv's fallback),
+  and the row says so. A case that ran before and now fails is regressed; the reverse improved.
+* **memory** (bytes, lower is better): the factor ``memory_factor`` alone (one measurement).
+* **accuracy**: a per-metric :class:`Tolerance` (absolute or relative, with the metric's
+  direction); a metric that turns null (non-finite) is regressed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Tolerance", "Rules", "ACCURACY_TOLERANCES", "measurements", "compare", "history", "unmatched",
+           "family", "group_summary", "STATUSES", "COMPARE_COLUMNS"]
+
+STATUSES = ("regressed", "improved", "unchanged")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How much a metric may get worse: ``abs`` (absolute) or ``rel`` (fraction of the base)."""
+
+    higher_is_better: bool
+    abs: float | None = None
+    rel: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.abs is None) == (self.rel is None):
+            raise ValueError("give exactly one of abs= and rel=")
+
+    def allowed(self, base: float) -> float:
+        return self.abs if self.abs is not None else self.rel * abs(base)
+
+    def describe(self) -> str:
+        size = f"{self.abs:g} absolute" if self.abs is not None else f"{self.rel:.0%} relative"
+        return f"{'drop' if self.higher_is_better else 'rise'} > {size}"
+
+
+#: Accuracy metrics that are compared, with their tolerances (others, e.g. per-class IoU, are not).
+ACCURACY_TOLERANCES: dict[str, Tolerance] = {
+    "miou": Tolerance(higher_is_better=True, abs=0.01),
+    "abs_rel": Tolerance(higher_is_better=False, rel=0.05),
+    "rmse": Tolerance(higher_is_better=False, rel=0.05),
+    "sq_rel": Tolerance(higher_is_better=False, rel=0.05),
+    "rmse_log": Tolerance(higher_is_better=False, rel=0.05),
+    "a1": Tolerance(higher_is_better=True, abs=0.01),
+}
+
+
+@dataclass(frozen=True)
+class Rules:
+    factor: float = 1.1
+    alpha: float = 0.01
+    memory_factor: float = 1.1
+    accuracy: Mapping[str, Tolerance] = field(default_factory=lambda: dict(ACCURACY_TOLERANCES))
+
+    def __post_init__(self) -> None:
+        if not self.factor > 1 or not self.memory_factor > 1:
+            raise ValueError(f"factors must be > 1, got factor={self.factor}, memory_factor={self.memory_factor}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+
+    def describe(self) -> list[str]:
+        out = [f"timing: median slower by more than x{self.factor:g} and Mann-Whitney U p < {self.alpha:g} on the "
+               f"raw samples (one-sided); factor only where there are too few samples",
+               f"memory: more than x{self.memory_factor:g} (single measurement)"]
+        out += [f"{m}: {t.describe()}" for m, t in self.accuracy.items()]
+        return out
+
+
+# ----------------------------------------------------------------------------- measurements
+
+_MEAS_COLUMNS = ["version", "machine", "created", "bench", "key", "label", "metric", "rule", "value", "samples",
+                 "error"]
+_MEMORY_METRICS = ("peak_mem_bytes", "train_saved_bytes", "train_peak_bytes")
+
+
+def _opt(v: Any) -> Any:
+    """None for missing values (None, NaN, pandas NA)."""
+    return None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def _num(v: Any) -> str:
+    """A keep ratio / level count / thread count as text: ``0.25``, ``3``, ``-`` when missing."""
+    v = _opt(v)
+    return "-" if v is None else f"{v:g}" if isinstance(v, (int, float)) else str(v)
+
+
+def _col(df: pd.DataFrame, name: str) -> list[Any]:
+    return df[name].tolist()
+
+
+def _frame(df: pd.DataFrame, bench: str, keys: list[str], labels: list[str], metric: str, rule: str,
+           value: Any, samples: Any, error: Any) -> pd.DataFrame:
+    return pd.DataFrame({"version": df["version"].to_numpy(), "machine": df["machine"].to_numpy(),
+                         "created": df["created"].to_numpy(), "bench": bench, "key": keys, "label": labels,
+                         "metric": metric, "rule": rule, "value": value, "samples": samples, "error": error})
+
+
+def _accuracy(df: pd.DataFrame, rules: Rules) -> list[pd.DataFrame]:
+    if not len(df):
+        return []
+    keys = [f"{t}|{p}|{d}|{r}" for t, p, d, r in zip(_col(df, "table"), _col(df, "profile"), _col(df, "data"),
+                                                       _col(df, "row_id"))]
+    labels = [f"{'Cityscapes-table' if t == 'cityscapes' else 'KITTI-table'} {pr} {sh} [{p}; {d}]" for t, pr, sh, p, d
+              in zip(_col(df, "table"), _col(df, "precision"), _col(df, "shrinkage"), _col(df, "profile"),
+                     _col(df, "data"))]
+    out = []
+    for metric in rules.accuracy:
+        has = [metric in m for m in df["metrics"]]
+        if not any(has):
+            continue
+        sub = df[has]
+        values = [_opt(m[metric]) for m in sub["metrics"]]
+        out.append(_frame(sub, "accuracy", [k for k, h in zip(keys, has) if h], [lb for lb, h in zip(labels, has) if h],
+                          metric, "accuracy", values, None, None))
+    return out
+
+
+def _layer(df: pd.DataFrame) -> list[pd.DataFrame]:
+    if not len(df):
+        return []
+    keys, labels = [], []
+    cols = [_col(df, c) for c in ("source", "device", "threads", "shape_set", "shape_label", "op", "direction",
+                                  "dtype", "backend")]
+    cols += [[_num(v) for v in _col(df, c)] for c in ("keep_ratio", "levels")]
+    for src, dev, thr, sset, shape, op, dirn, dt, be, keep, lv in zip(*cols):
+        thr = _num(thr)
+        keys.append(f"{src}|{dev}|t{thr}|{sset}|{shape}|{op}|{dirn}|{dt}|{be}|{keep}|{lv}")
+        name = f"wcc[{be} k={keep} J={lv}]" if op == "wcc" else op
+        labels.append(f"{sset} {shape} {dirn} {dt} {name} ({dev}, {thr} thr)")
+    return [_frame(df, "layer", keys, labels, "time", "timing", df["median_s"].to_numpy(), df["samples"].to_numpy(),
+                   df["error"].to_numpy())]
+
+
+def _model(df: pd.DataFrame) -> list[pd.DataFrame]:
+    if not len(df):
+        return []
+    keys, labels = [], []
+    for src, dev, thr, model, inp, dt, var, be in zip(
+            *(_col(df, c) for c in ("source", "device", "threads", "model", "input", "dtype", "variant", "backend"))):
+        be, thr = _opt(be), _num(thr)
+        keys.append(f"{src}|{dev}|t{thr}|{model}|{inp}|{dt}|{var}|{be}")
+        labels.append(f"{model} {inp} {dt} {var}" + (f" [{be}]" if be else "") + f" ({dev}, {thr} thr)")
+    out = [_frame(df, "model", keys, labels, "time", "timing", df["median_s"].to_numpy(), df["samples"].to_numpy(),
+                  df["error"].to_numpy())]
+    mem_error = [_opt(e) or _opt(m) for e, m in zip(_col(df, "error"), _col(df, "memory_error"))]
+    for metric in _MEMORY_METRICS:
+        out.append(_frame(df, "model", keys, labels, metric, "memory", df[metric].to_numpy(), None, mem_error))
+    return out
+
+
+def _pbench(df: pd.DataFrame) -> list[pd.DataFrame]:
+    if not len(df):
+        return []
+    keys = [f"pytest-benchmark|t{_num(t)}|{n}" for t, n in zip(_col(df, "threads"), _col(df, "name"))]
+    labels = [f"{n} ({_num(t)} thr)" for t, n in zip(_col(df, "threads"), _col(df, "name"))]
+    return [_frame(df, "pytest-benchmark", keys, labels, "time", "timing", df["median_s"].to_numpy(),
+                   df["samples"].to_numpy(), df["error"].to_numpy())]
+
+
+def measurements(results: Any, rules: Rules | None = None) -> pd.DataFrame:
+    """Everything in ``results`` (a :class:`bench.report.load.Results`) as one long frame."""
+    rules = rules or Rules()
+    parts = _accuracy(results.tables, rules) + _layer(results.layer) + _model(results.model) + _pbench(results.pbench)
+    if not parts:
+        return pd.DataFrame(columns=_MEAS_COLUMNS)
+    meas = pd.concat(parts, ignore_index=True)[_MEAS_COLUMNS]
+    # One spelling of "missing" (None) in the object columns the rules read.
+    meas["error"] = [_opt(e) for e in meas["error"]]
+    return meas
+
+
+# ----------------------------------------------------------------------------- comparing
+
+_ID = ["machine", "bench", "key", "metric"]
+COMPARE_COLUMNS = ["machine", "bench", "label", "metric", "rule", "base_version", "new_version", "base", "new",
+                   "change", "p_value", "status", "note", "key"]
+
+
+def _latest(meas: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
+    """One measurement per (machine, bench, key, metric): the last version in ``order`` (else the
+    newest record) wins."""
+    if order is not None:
+        rank = {v: i for i, v in enumerate(order)}
+        meas = meas.assign(_rank=meas["version"].map(rank)).sort_values(["_rank", "created"], kind="stable")
+        meas = meas.drop(columns="_rank")
+    else:
+        meas = meas.sort_values("created", kind="stable")
+    return meas.drop_duplicates(_ID, keep="last")
+
+
+def _min_p(n1: int, n2: int) -> float:
+    """Smallest one-sided p-value an exact Mann-Whitney U test can give for sample sizes n1, n2."""
+    return 1.0 / math.comb(n1 + n2, n1)
+
+
+def _timing(row: dict[str, Any], rules: Rules) -> tuple[str, float | None, float | None, str]:
+    """(status, change = new/base, p-value, note) of one timing pair."""
+    from scipy.stats import mannwhitneyu
+
+    b_err, n_err = row["error_base"], row["error_new"]
+    if b_err or n_err:
+        if b_err and n_err:
+            return "unchanged", None, None, f"fails in both: {n_err}"
+        if n_err:
+            return "regressed", None, None, f"now fails: {n_err}"
+        return "improved", None, None, f"now runs (failed before: {b_err})"
+    base, new = row["value_base"], row["value_new"]
+    if base is None or new is None or not base > 0:
+        return "unchanged", None, None, "no median to compare"
+    ratio = new / base
+    direction = "greater" if ratio > rules.factor else "less" if ratio < 1 / rules.factor else None
+    if direction is None:
+        return "unchanged", ratio, None, ""
+    sb = np.asarray(row["samples_base"] if isinstance(row["samples_base"], (list, np.ndarray)) else [], dtype=float)
+    sn = np.asarray(row["samples_new"] if isinstance(row["samples_new"], (list, np.ndarray)) else [], dtype=float)
+    status = "regressed" if direction == "greater" else "improved"
+    if len(sb) < 2 or len(sn) < 2 or _min_p(len(sn), len(sb)) >= rules.alpha:
+        return status, ratio, None, f"too few samples ({len(sb)}, {len(sn)}) for the rank test: factor only"
+    p = float(mannwhitneyu(sn, sb, alternative=direction).pvalue)
+    if p < rules.alpha:
+        return status, ratio, p, ""
+    return "unchanged", ratio, p, f"x{ratio:.2f} but not significant (p={p:.2g})"
+
+
+def _memory(row: dict[str, Any], rules: Rules) -> tuple[str, float | None, float | None, str]:
+    base, new = row["value_base"], row["value_new"]
+    if base is None or new is None:
+        why = row["error_new"] or row["error_base"] or "not measured"
+        return "unchanged", None, None, f"not comparable: {why}"
+    if not base > 0:
+        return "unchanged", None, None, "base is 0"
+    ratio = new / base
+    if ratio > rules.memory_factor:
+        return "regressed", ratio, None, ""
+    if ratio < 1 / rules.memory_factor:
+        return "improved", ratio, None, ""
+    return "unchanged", ratio, None, ""
+
+
+def _accuracy_rule(row: dict[str, Any], rules: Rules) -> tuple[str, float | None, float | None, str]:
+    tol = rules.accuracy[row["metric"]]
+    base, new = row["value_base"], row["value_new"]
+    if base is None and new is None:
+        return "unchanged", None, None, "null in both"
+    if new is None:
+        return "regressed", None, None, "now null (non-finite result)"
+    if base is None:
+        return "improved", None, None, "finite now (null before)"
+    delta = new - base
+    worse = -delta if tol.higher_is_better else delta
+    allowed = tol.allowed(base)
+    if worse > allowed:
+        return "regressed", delta, None, f"tolerance: {tol.describe()}"
+    if -worse > allowed:
+        return "improved", delta, None, ""
+    return "unchanged", delta, None, ""
+
+
+_RULES = {"timing": _timing, "memory": _memory, "accuracy": _accuracy_rule}
+
+
+def compare(base: pd.DataFrame, new: pd.DataFrame, rules: Rules | None = None,
+            order: list[str] | None = None) -> pd.DataFrame:
+    """Pair ``new`` measurements with ``base`` ones (same machine, bench, key and metric; the
+    latest of each side) and classify each pair. Columns: :data:`COMPARE_COLUMNS`; ``change``
+    is new/base for timing and memory, new - base for accuracy."""
+    rules = rules or Rules()
+    b, n = _latest(base, order), _latest(new, order)
+    pairs = n.merge(b, on=_ID, suffixes=("_new", "_base"), how="inner")
+    if not len(pairs):
+        return pd.DataFrame(columns=COMPARE_COLUMNS)
+    # Timing rows that are plainly unchanged (both ran, ratio inside the factor band) are decided
+    # here in bulk; only the rest go through the per-row rules (and the rank test).
+    vb = pd.to_numeric(pairs["value_base"], errors="coerce")
+    vn = pd.to_numeric(pairs["value_new"], errors="coerce")
+    ratio = vn / vb
+    clean = (pairs["rule_new"] == "timing") & pairs["error_base"].isna() & pairs["error_new"].isna() & (vb > 0) \
+        & vn.notna() & (ratio <= rules.factor) & (ratio >= 1 / rules.factor)
+    status = pd.Series("unchanged", index=pairs.index, dtype=object)
+    change = ratio.where(clean)
+    p_value = pd.Series(np.nan, index=pairs.index)
+    note = pd.Series("", index=pairs.index, dtype=object)
+    rest = pairs.loc[~clean]
+    for idx, row in zip(rest.index, rest.to_dict("records")):
+        for k in ("value_base", "value_new", "error_base", "error_new"):
+            row[k] = _opt(row[k])
+        s, c, p, why = _RULES[row["rule_new"]](row, rules)
+        status[idx], change[idx], note[idx] = s, np.nan if c is None else c, why
+        p_value[idx] = np.nan if p is None else p
+    out = pd.DataFrame({
+        "machine": pairs["machine"], "bench": pairs["bench"], "label": pairs["label_new"], "metric": pairs["metric"],
+        "rule": pairs["rule_new"], "base_version": pairs["version_base"], "new_version": pairs["version_new"],
+        "base": vb, "new": vn, "change": change, "p_value": p_value, "status": status, "note": note,
+        "key": pairs["key"],
+    })
+    return out.sort_values(["status", "machine", "bench", "label", "metric"], kind="stable").reset_index(drop=True)
+
+
+def unmatched(base: pd.DataFrame, new: pd.DataFrame) -> tuple[int, int]:
+    """(measurements only in ``base``, only in ``new``) after taking the latest of each side."""
+    b = set(map(tuple, _latest(base)[_ID].itertuples(index=False)))
+    n = set(map(tuple, _latest(new)[_ID].itertuples(index=False)))
+    return len(b - n), len(n - b)
+
+
+def history(meas: pd.DataFrame, order: list[str], rules: Rules | None = None) -> pd.DataFrame:
+    """Each version against the latest earlier version that measured the same thing on the same
+    machine (so a machine that skipped a version is compared with its own previous run).
+    Columns: :data:`COMPARE_COLUMNS`; ``new_version`` is the version the row belongs to."""
+    rules = rules or Rules()
+    frames = []
+    earlier: pd.DataFrame | None = None
+    for version in order:
+        current = _latest(meas[meas["version"] == version])
+        if earlier is not None and len(current):
+            frames.append(compare(earlier, current, rules))
+        earlier = current if earlier is None else _latest(pd.concat([earlier, current]), order)
+    if not frames:
+        return pd.DataFrame(columns=COMPARE_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
+
+
+def family(bench: str, key: str, label: str) -> str:
+    """The configuration a measurement belongs to, minus shape, levels and direction (layer) -
+    so that one cause hitting many rows reads as one line: ``wcc[cpu k=0.25] float32 (cpu)``."""
+    parts = key.split("|")
+    if bench == "layer" and len(parts) == 11:
+        _src, dev, _thr, _set, _shape, op, _dir, dtype, backend, keep, _lv = parts
+        name = f"wcc[{backend} k={keep}]" if op == "wcc" else op
+        return f"{name} {dtype} ({dev})"
+    if bench == "model" and len(parts) == 8:
+        _src, dev, _thr, model, _inp, dtype, variant, backend = parts
+        return f"{model} {variant}" + (f" [{backend}]" if backend != "None" else "") + f" {dtype} ({dev})"
+    if bench == "pytest-benchmark":
+        return label.split("[")[0]
+    return label
+
+
+def group_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Comparison rows (one status, usually "regressed") grouped by machine, bench, metric and
+    :func:`family`: the number of rows and the smallest / median / largest change."""
+    cols = ["machine", "bench", "family", "metric", "rule", "rows", "min", "median", "max"]
+    if not len(df):
+        return pd.DataFrame(columns=cols)
+    fam = [family(b, k, lb) for b, k, lb in zip(df["bench"], df["key"], df["label"])]
+    g = df.assign(family=fam).groupby(["machine", "bench", "family", "metric", "rule"], sort=True)["change"]
+    out = g.agg(rows="size", min="min", median="median", max="max").reset_index()
+    return out.sort_values(["machine", "rows"], ascending=[True, False], kind="stable")[cols]

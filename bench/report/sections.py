@@ -1,0 +1,236 @@
+"""The pandas tables of a report (rendered to HTML) and the data behind each section.
+
+Functions here take frames of :mod:`bench.report.load` and return HTML strings (pandas
+``Styler`` / ``to_html``, escaped) or plain values for the templates; nothing here writes files.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.paper import CITYSCAPES, KITTI, TABLE_METRICS
+from bench.report.format import mib, num, short_machine_names
+from bench.report.plots import HEADLINE_METRIC, short_set
+
+__all__ = ["latest_tables", "accuracy_table", "latest_layer", "latest_model", "layer_history", "model_history",
+           "speed_summary", "error_summary", "model_table", "pbench_table", "headline", "geomean"]
+
+_PAPER_ORDER = {"cityscapes": [(r.precision, r.shrinkage) for r in CITYSCAPES],
+                "kitti": [(r.precision, r.shrinkage) for r in KITTI]}
+_METRIC_LABEL = {"miou": ("mIoU", True), "abs_rel": ("AbsRel", False), "rmse": ("RMSE", False)}
+_LAYER_KEY = ["machine", "source", "device", "threads", "shape_set", "shape_label", "op", "direction", "dtype",
+              "backend", "keep_ratio", "levels"]
+_MODEL_KEY = ["machine", "source", "device", "threads", "model", "input", "dtype", "variant", "backend"]
+_GOOD, _BAD = "color:#1e7b34;font-weight:600", "color:#b3261e;font-weight:600"
+
+
+def _html(df: pd.DataFrame, uid: str, text: list[str], fmt: dict[str, str] | None = None,
+          wrap: tuple[str, ...] = ("error",)) -> str:
+    """A pandas Styler table: escaped, no index, ``text`` columns (cells and headers)
+    left-aligned, cells on one line except the ``wrap`` columns."""
+    nowrap = [c for c in df.columns if c not in wrap]
+    styler = (df.style.format(fmt or {}, na_rep="-").format(escape="html", subset=text)
+              .set_properties(subset=text, **{"text-align": "left"})
+              .set_properties(subset=nowrap, **{"white-space": "nowrap"})
+              .set_table_styles({c: [{"selector": "th", "props": "text-align: left"}] for c in text}, overwrite=False)
+              .hide(axis="index").set_table_attributes('class="data"').set_uuid(uid))
+    return styler.to_html()
+
+
+def geomean(values: Any) -> float:
+    v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    return float(np.exp(np.log(v).mean())) if len(v) else float("nan")
+
+
+def _dedupe(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """The newest row per ``key`` (``NaN`` keys compare equal)."""
+    if not len(df):
+        return df
+    return df.sort_values("created", kind="stable").drop_duplicates(key, keep="last")
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+
+def latest_tables(tables: pd.DataFrame, per_version: bool = False) -> pd.DataFrame:
+    """Newest record per (table, profile, data, machine, row) - and per version with
+    ``per_version`` - in the paper's row order."""
+    df = _dedupe(tables, ["version"] * per_version + ["table", "profile", "data", "machine", "row_id"])
+    if not len(df):
+        return df
+    pos = [(_PAPER_ORDER[t].index((p, s)) if (p, s) in _PAPER_ORDER[t] else 99)
+           for t, p, s in zip(df["table"], df["precision"], df["shrinkage"])]
+    return df.assign(_pos=pos).sort_values(["table", "profile", "data", "machine", "_pos"]).drop(columns="_pos")
+
+
+def accuracy_table(group: pd.DataFrame, uid: str) -> str:
+    """Published vs measured for one (table, profile, data, machine) group, deltas coloured
+    (green: measured better than published, red: worse)."""
+    table = group["table"].iloc[0]
+    metrics = TABLE_METRICS[table]
+    cols: dict[str, list[Any]] = {"precision": list(group["precision"]), "shrinkage": list(group["shrinkage"]),
+                                  "BOPs (B) published": list(group["bops_paper"]),
+                                  "BOPs (B) measured": list(group["bops"])}
+    better_when = {}
+    for m in metrics:
+        label, higher = _METRIC_LABEL[m]
+        pub = [mp.get(m) for mp in group["metrics_paper"]]
+        got = [mm.get(m) for mm in group["metrics"]]
+        cols[f"{label} published"] = pub
+        cols[f"{label} measured"] = got
+        cols[f"Δ {label}"] = [None if a is None or b is None else b - a for a, b in zip(pub, got)]
+        better_when[f"Δ {label}"] = higher
+    df = pd.DataFrame(cols).astype({c: float for c in cols if c not in ("precision", "shrinkage")})
+
+    def colour(frame: pd.DataFrame) -> pd.DataFrame:
+        css = pd.DataFrame("", index=frame.index, columns=frame.columns)
+        for col, higher in better_when.items():
+            d = frame[col]
+            good = d > 0 if higher else d < 0
+            css.loc[good & d.notna() & (d != 0), col] = _GOOD
+            css.loc[~good & d.notna() & (d != 0), col] = _BAD
+        return css
+
+    fmt = {c: "{:,.1f}" for c in cols if c.startswith("BOPs")}
+    fmt.update({c: "{:.3f}" for c in cols if c not in fmt and c not in ("precision", "shrinkage")})
+    fmt.update({c: "{:+.3f}" for c in better_when})
+    text = ["precision", "shrinkage"]
+    styler = (df.style.apply(colour, axis=None).format(fmt, na_rep="-").format(escape="html", subset=text)
+              .set_properties(subset=text, **{"text-align": "left"})
+              .hide(axis="index").set_table_attributes('class="data"').set_uuid(uid))
+    return styler.to_html()
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def latest_layer(layer: pd.DataFrame) -> pd.DataFrame:
+    return _dedupe(layer, _LAYER_KEY)
+
+
+def latest_model(model: pd.DataFrame) -> pd.DataFrame:
+    return _dedupe(model, _MODEL_KEY)
+
+
+def layer_history(layer: pd.DataFrame) -> pd.DataFrame:
+    """Per (machine, version, backend, keep ratio, dtype, device): the geometric mean over the
+    shapes of the forward WCC / dense ratio at the machine's deepest level count (newest record
+    per configuration and version). Computed once for the whole history."""
+    cols = ["machine", "version", "backend", "keep_ratio", "dtype", "device", "levels", "ratio"]
+    wcc = layer[(layer["source"] == "timing") & (layer["op"] == "wcc") & layer["error"].isna()
+                & (layer["direction"] == "fwd") & layer["ratio_to_dense"].notna()] if len(layer) else layer
+    if not len(wcc):
+        return pd.DataFrame(columns=cols)
+    wcc = _dedupe(wcc, ["version", *_LAYER_KEY])
+    deepest = wcc.groupby("machine")["levels"].transform("max")
+    wcc = wcc[wcc["levels"] == deepest].assign(logr=np.log(wcc["ratio_to_dense"].astype(float)))
+    g = wcc.groupby(["machine", "version", "backend", "keep_ratio", "dtype", "device", "levels"], sort=False)["logr"]
+    return np.exp(g.mean()).rename("ratio").reset_index()[cols]
+
+
+def model_history(model: pd.DataFrame) -> pd.DataFrame:
+    """Newest successful model row per (version, configuration): what the history plots draw."""
+    ok = model[model["error"].isna() & model["median_s"].notna()] if len(model) else model
+    return _dedupe(ok, ["version", *_MODEL_KEY]) if len(ok) else ok
+
+
+def speed_summary(layer: pd.DataFrame, uid: str) -> str:
+    """Geometric-mean WCC / dense ratio per shape set and direction (rows) and backend x keep
+    ratio (columns) at the deepest J; one machine, device and dtype."""
+    wcc = layer[(layer["op"] == "wcc") & layer["error"].isna() & layer["ratio_to_dense"].notna()]
+    if not len(wcc):
+        return ""
+    wcc = wcc[wcc["levels"] == wcc["levels"].max()]
+    t = (wcc.assign(shape_set=wcc["shape_set"].map(short_set),
+                    op=wcc["backend"] + " k=" + wcc["keep_ratio"].map(lambda k: f"{k:g}"))
+         .groupby(["shape_set", "direction", "op"])["ratio_to_dense"].apply(geomean).unstack("op"))
+    t.columns.name = None
+    t = t.reset_index().rename(columns={"shape_set": "shape set"})
+    return _html(t, uid, ["shape set", "direction"], {c: "{:.2f}" for c in t.columns[2:]})
+
+
+def error_summary(layer: pd.DataFrame) -> list[tuple[str, int, str]]:
+    """(op[backend], rows that could not run, first reason) for one machine's rows."""
+    err = layer[layer["error"].notna()]
+    out = []
+    for (op, backend), grp in err.groupby([err["op"], err["backend"].fillna("-")], sort=True):
+        out.append((f"{op}[{backend}]", len(grp), str(grp["error"].iloc[0])[:200]))
+    return out
+
+
+def model_table(model: pd.DataFrame, machines: dict[str, str], uid: str = "model") -> str:
+    if not len(model):
+        return ""
+    df = pd.DataFrame({
+        "machine": [short_machine_names(machines).get(m, m) for m in model["machine"]], "model": model["model"],
+        "input": model["input"],
+        "dtype": model["dtype"], "device": model["device"], "variant": model["variant"],
+        "backend": model["backend"].fillna("-"),
+        "median ms": model["median_s"].astype(float) * 1e3, "IQR ms": model["iqr_s"].astype(float) * 1e3,
+        "x dense": model["ratio_to_dense"].astype(float),
+        "peak MiB": [mib(v).replace(" MiB", "") for v in model["peak_mem_bytes"]],
+        "train saved MiB": [mib(v).replace(" MiB", "") for v in model["train_saved_bytes"]],
+        "train peak MiB": [mib(v).replace(" MiB", "") for v in model["train_peak_bytes"]],
+        "error": [(e if isinstance(e, str) else me if isinstance(me, str) else "")[:120]
+                  for e, me in zip(model["error"], model["memory_error"])],
+    })
+    if not any(df["error"]):
+        df = df.drop(columns="error")
+    text = [c for c in ("machine", "model", "input", "dtype", "device", "variant", "backend", "error") if c in df]
+    return _html(df, uid, text, {"median ms": "{:,.4g}", "IQR ms": "{:,.4g}", "x dense": "{:.2f}"})
+
+
+def pbench_table(pbench: pd.DataFrame, machines: dict[str, str]) -> str:
+    """One line per pytest-benchmark record: benchmark count, WCC / dense geometric mean."""
+    if not len(pbench):
+        return ""
+    rows = []
+    for (machine, record), grp in pbench.groupby(["machine", "record"], sort=True):
+        wcc = grp[grp["op"].astype(str).str.startswith(("wcc", "WCC"))]
+        rows.append({"machine": short_machine_names(machines).get(machine, machine), "record": record,
+                     "benchmarks": len(grp),
+                     "with raw samples": int((grp["n_samples"] > 0).sum()),
+                     "WCC / dense (geo. mean)": geomean(wcc["ratio_to_dense"])})
+    return _html(pd.DataFrame(rows), "pbench", ["machine", "record"], {"WCC / dense (geo. mean)": "{:.2f}"})
+
+
+# ----------------------------------------------------------------------------- index
+
+
+def headline(tables: pd.DataFrame, layer: pd.DataFrame, model: pd.DataFrame,
+             machines: dict[str, str]) -> dict[str, Any]:
+    """The index page's numbers for one version: WCC 25% accuracy (data source tagged), the
+    per-machine WCC k=0.25 / dense layer ratio (best backend) and WCC 25% model latency ratio."""
+    out: dict[str, Any] = {}
+    t = latest_tables(tables)
+    for table in ("cityscapes", "kitti"):
+        metric, label = HEADLINE_METRIC[table]
+        rows = t[(t["table"] == table) & (t["shrinkage"] == "25%")].sort_values("created")
+        if len(rows):
+            r = rows.iloc[-1]
+            value = r["metrics"].get(metric)
+            out[table] = {"label": label.split(" ")[0], "value": num(value, 3), "synthetic": bool(r["synthetic"]),
+                          "data": r["data"], "paper": num(r["metrics_paper"].get(metric), 3)}
+    speed = []
+    lay = latest_layer(layer)
+    wcc = lay[(lay["op"] == "wcc") & lay["error"].isna() & (lay["keep_ratio"] == 0.25) & (lay["direction"] == "fwd")]
+    for machine, grp in wcc.groupby("machine", sort=True):
+        grp = grp[grp["levels"] == grp["levels"].max()]
+        per_backend = grp.groupby(["backend", "device", "dtype"])["ratio_to_dense"].apply(geomean)
+        if len(per_backend) and not math.isnan(per_backend.min()):
+            (backend, device, dtype), best = per_backend.idxmin(), per_backend.min()
+            speed.append((machines.get(machine, machine), f"x{best:.2f} [{backend}] {device} {dtype}"))
+    out["layer"] = speed
+    mod = latest_model(model)
+    wm = mod[(mod["variant"] == "WCC 25%") & mod["error"].isna() & mod["ratio_to_dense"].notna()]
+    out["model"] = []
+    for m, g in wm.groupby("machine", sort=True):
+        best = g.loc[g["ratio_to_dense"].astype(float).idxmin()]
+        out["model"].append((machines.get(m, m), f"x{best['ratio_to_dense']:.2f} [{best['backend']}] "
+                                                  f"{best['device']} {best['dtype']}"))
+    return out

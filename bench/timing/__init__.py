@@ -1,0 +1,12 @@
+"""Timing benchmarks: how fast WCC runs on this machine, against the dense conv it replaces.
+
+* :mod:`bench.timing.probes` - CPU, NVML and Jetson probes.
+* :mod:`bench.timing.energy` - energy over timed windows (NVML counter, Jetson rails).
+* :mod:`bench.timing._timer` - warm-up, device-synchronised samples, median and IQR.
+* :mod:`bench.timing.shapes` - named shape sets (derived from the models, plus extras).
+* :mod:`bench.timing.layer` - WCC per backend vs the best dense 1x1 conv vs QuantConv2d.
+* :mod:`bench.timing.model` - DeepLabV3+ end to end: latency, peak and activation memory.
+* :mod:`bench.timing.cli` - ``python -m bench timing``.
+
+Importing this package is light: torch and the models load with the submodules that need them.
+"""

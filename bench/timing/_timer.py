@@ -1,0 +1,153 @@
+"""Timing a callable: warm-up, device synchronisation inside the timed region, median and IQR.
+
+Rules (DESIGN 7): warm up first (lazy initialisation, autotuning, JIT builds and caches must not
+land in the samples); a sample ends only when the device has finished the work, so on CUDA each
+sample is bracketed by CUDA events recorded on the stream and read after the end event has
+completed; report the median and the interquartile range over several samples and keep the raw
+samples (the report's Mann-Whitney U regression test needs them).
+
+Very short calls are repeated ``number`` times per sample (calibrated once, like ``timeit``) so
+that one sample is long enough for the clock; each sample is the time *per call*.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["Timing", "median_iqr", "time_callable", "synchronize"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Samples in seconds per call; ``number`` calls were averaged into each sample."""
+
+    samples: tuple[float, ...]
+    number: int
+    warmup: int
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.samples)
+
+    @property
+    def median(self) -> float:
+        return median_iqr(self.samples)[0]
+
+    @property
+    def iqr(self) -> float:
+        return median_iqr(self.samples)[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        med, iqr = median_iqr(self.samples)
+        return {"median_s": med, "iqr_s": iqr, "n_samples": self.n_samples, "samples": list(self.samples),
+                "number": self.number, "warmup": self.warmup}
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default method) of already sorted values."""
+    pos = (len(sorted_values) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def median_iqr(samples: "list[float] | tuple[float, ...]") -> tuple[float, float]:
+    """(median, Q3 - Q1) with linear interpolation; one sample has an IQR of 0."""
+    if not samples:
+        raise ValueError("median_iqr needs at least one sample")
+    s = sorted(float(v) for v in samples)
+    return _quantile(s, 0.5), _quantile(s, 0.75) - _quantile(s, 0.25)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait until ``device`` has finished all queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _sample_cpu(fn: Callable[[], Any], number: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
+
+
+def _sample_cuda(fn: Callable[[], Any], number: int) -> float:
+    # Events are timestamped on the GPU stream, so host-side launch overhead that overlaps
+    # the kernels does not count, and the end event covers every kernel the calls queued.
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(number):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3 / number
+
+
+def time_callable(
+    fn: Callable[[], Any],
+    device: torch.device | str = "cpu",
+    *,
+    warmup: int = 2,
+    min_samples: int = 5,
+    max_samples: int = 50,
+    budget_s: float = 1.0,
+    min_sample_s: float | None = None,
+    window: "contextlib.AbstractContextManager[Any] | None" = None,
+) -> Timing:
+    """Time ``fn()`` on ``device``.
+
+    Args:
+        fn: the work; must queue everything it does on ``device``'s current stream.
+        warmup: untimed calls first (at least one; it also calibrates ``number``).
+        min_samples / max_samples: bounds on the sample count.
+        budget_s: keep sampling while the samples took less than this (then stop at
+            ``min_samples``), so fast cases get more samples than slow ones.
+        window: a context entered around the samples only (not the warm-up), e.g. an
+            energy-meter window.
+        min_sample_s: shortest sample; shorter calls are repeated. Default 1 ms on the CPU
+            (``perf_counter`` resolution and scheduler noise) and 0.1 ms with CUDA events.
+    """
+    device = torch.device(device)
+    if min_samples < 1 or max_samples < min_samples:
+        raise ValueError(f"need 1 <= min_samples <= max_samples, got {min_samples}, {max_samples}")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"time_callable supports cpu and cuda devices, not {device}")
+    sample = _sample_cuda if device.type == "cuda" else _sample_cpu
+    if min_sample_s is None:
+        min_sample_s = 1e-4 if device.type == "cuda" else 1e-3
+
+    warmup = max(1, warmup)
+    for _ in range(warmup - 1):
+        fn()
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    once = max(time.perf_counter() - t0, 1e-9)
+    number = max(1, min(10_000, math.ceil(min_sample_s / once)))
+
+    # No garbage collection inside the timed region (as timeit does): a collection would land
+    # in one random sample; it still runs between cases.
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        samples: list[float] = []
+        spent = 0.0
+        with window if window is not None else contextlib.nullcontext():
+            while len(samples) < max_samples and (len(samples) < min_samples or spent < budget_s):
+                t = sample(fn, number)
+                samples.append(t)
+                spent += t * number
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return Timing(tuple(samples), number, warmup)

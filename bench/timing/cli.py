@@ -1,0 +1,171 @@
+"""``python -m bench timing``: layer and model timing on this machine, into the results store.
+
+Writes ``<out>/timing/<name>.json`` (schema ``wcc-bench/timing/v1``: the environment with the
+device probes, then per row the median, IQR, sample count, raw samples and the ratio to the
+best dense conv) and ends with the WCC / dense ratio table.
+
+    python -m bench timing --device cpu --quick --out results
+    python -m bench timing --device cuda --shape-sets extra --keep-ratios 0.25 --directions fwd
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = ["configure", "run", "build_record"]
+
+
+def _csv(kind: type = str):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+    return parse
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 512x1024), got {text!r}") from None
+    return h, w
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to time (default cpu)")
+    parser.add_argument("--quick", action="store_true",
+                        help="reduced grid: the 3 extra shapes, keep 1.0/0.25, J=3, fwd (+1 fwdbwd); "
+                             "dense and WCC 25%% (preferred backend) at a small model input; fewer samples")
+    parser.add_argument("--out", default="results", help="results store root (default: results)")
+    parser.add_argument("--name", help="record name (default: <device>-<quick|full>-<UTC time>)")
+    g = parser.add_argument_group("layer grid (defaults: the issue's full grid, or --quick's)")
+    g.add_argument("--shape-sets", type=_csv(), metavar="A,B", help="named shape sets (see bench.timing.shapes)")
+    g.add_argument("--shapes", type=_csv(), metavar="NxCIxCO@HxW,...",
+                   help="extra shapes, timed as the set 'custom' (e.g. 1x64x64@32x32)")
+    g.add_argument("--backends", type=_csv(), metavar="A,B", help="WCC backends (default: all available)")
+    g.add_argument("--keep-ratios", type=_csv(float), metavar="R,..")
+    g.add_argument("--levels", type=_csv(int), metavar="J,..")
+    g.add_argument("--directions", type=_csv(), metavar="fwd,fwdbwd")
+    g.add_argument("--dtypes", type=_csv(), metavar="float32,..")
+    g.add_argument("--no-layer", action="store_true", help="skip the layer benchmarks")
+    m = parser.add_argument_group("model benchmarks")
+    m.add_argument("--no-model", action="store_true", help="skip the model benchmarks")
+    m.add_argument("--no-memory", action="store_true", help="skip the model memory measurements")
+    m.add_argument("--model-resolution", type=_resolution, metavar="HxW")
+    m.add_argument("--model-dtype", choices=("float32", "float16", "bfloat16"))
+    t = parser.add_argument_group("timer")
+    t.add_argument("--warmup", type=int, help="untimed calls before sampling")
+    t.add_argument("--min-samples", type=int)
+    t.add_argument("--max-samples", type=int)
+    t.add_argument("--budget", type=float, metavar="S", help="sampling time per case (s)")
+    t.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _timer(args: argparse.Namespace) -> dict[str, Any]:
+    timer = ({"warmup": 1, "min_samples": 3, "max_samples": 20, "budget_s": 0.3} if args.quick
+             else {"warmup": 3, "min_samples": 10, "max_samples": 100, "budget_s": 2.0})
+    for key, value in (("warmup", args.warmup), ("min_samples", args.min_samples),
+                       ("max_samples", args.max_samples), ("budget_s", args.budget)):
+        if value is not None:
+            timer[key] = value
+    return timer
+
+
+def _grid(args: argparse.Namespace) -> Any:
+    import dataclasses
+
+    from bench.timing.layer import default_grid
+    from bench.timing.shapes import SHAPE_SETS, parse_shape
+
+    grid = default_grid(args.device, args.quick)
+    changes: dict[str, Any] = {}
+    sets = args.shape_sets if args.shape_sets is not None else (() if args.shapes else grid.shape_sets)
+    unknown = [s for s in sets if s not in SHAPE_SETS]
+    if unknown:
+        raise SystemExit(f"unknown shape set(s) {unknown}; known: {', '.join(SHAPE_SETS)}")
+    if args.shapes:
+        changes["shapes"] = {"custom": tuple(parse_shape(s) for s in args.shapes)}
+        sets = (*sets, "custom")
+    changes["shape_sets"] = tuple(sets)
+    for name in ("keep_ratios", "levels", "directions", "dtypes"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.backends is not None:
+        changes["backends"] = args.backends
+    return dataclasses.replace(grid, **changes)
+
+
+def build_record(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmarks ``args`` asks for and return the (unwritten) timing record."""
+    import torch
+
+    from bench.store import ResultStore
+    from bench.timing.layer import available_backends, run_layer_benchmarks
+    from bench.timing.model import model_cases, run_model_benchmarks
+    from bench.timing.energy import EnergyMeter
+    from bench.timing.probes import probe_all
+
+    start = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    grid = _grid(args)
+    available, status = available_backends(args.device)
+    registered = {s["name"] for s in status}
+    if grid.backends is not None:
+        missing = [b for b in grid.backends if b not in registered]
+        if missing:
+            raise SystemExit(f"unknown backend(s) {missing}; registered: {', '.join(sorted(registered))}")
+    # Explicitly named backends run even when unavailable, so their rows record why not.
+    backends = list(grid.backends) if grid.backends is not None else available
+    timer = _timer(args)
+    progress = not args.no_progress
+    with EnergyMeter(args.device) as meter:
+        probes = probe_all(args.device)
+        layer_rows = [] if args.no_layer else run_layer_benchmarks(
+            grid.cases(backends), args.device, timer, meter, progress)
+        cases = [] if args.no_model else model_cases(
+            args.device, args.quick, backends, resolution=args.model_resolution, dtype=args.model_dtype)
+        model_rows = run_model_benchmarks(cases, args.device, timer, meter, memory=not args.no_memory,
+                                          progress=progress)
+        energy_source = meter.describe()
+    name = args.name or f"{args.device}-{'quick' if args.quick else 'full'}-" \
+        f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+    record = ResultStore(args.out).new_record(
+        "timing", name=name, device=args.device, quick=bool(args.quick),
+        grid={**grid.to_dict(), "model_cases": [c.to_dict() for c in cases]},
+        timer=timer, backends=status, energy_source=energy_source,
+        layer_rows=layer_rows, model_rows=model_rows, wall_time_s=0.0,
+    )
+    record["environment"]["probes"] = probes
+    record["wall_time_s"] = time.perf_counter() - start
+    return record
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench.store import ResultStore
+    from bench.timing.table import layer_ratio_table, model_table
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(f"python -m bench timing --device cuda: no CUDA device here (torch {torch.__version__}, "
+              f"CUDA build: {torch.version.cuda or 'none'}); run with --device cpu instead.", file=sys.stderr)
+        return 2
+    record = build_record(args)
+    path = ResultStore(args.out).write("timing", record["name"], record)
+    if record["model_rows"]:
+        print("\nModel latency and memory (x dense: median over the dense model's)\n")
+        print(model_table(record["model_rows"]))
+    print(f"\nwrote {path} ({len(record['layer_rows'])} layer rows, {len(record['model_rows'])} model rows, "
+          f"{record['wall_time_s']:.0f} s)")
+    if record["layer_rows"]:
+        print("\nWCC / dense median time ratios (best dense of NCHW conv2d, channels_last conv2d and matmul; "
+              "< 1 is faster than dense)\n")
+        print(layer_ratio_table(record["layer_rows"]))
+    return 0
