@@ -193,3 +193,13 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     """Write strict JSON (no NaN/Infinity), sorted keys, atomically."""
     text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def check_same_size(image_path: str | os.PathLike[str], image: np.ndarray,
+                    target_path: str | os.PathLike[str], target: np.ndarray) -> None:
+    """Raise ``ValueError`` naming both files when an image and its ground truth differ in size."""
+    if target.shape[:2] != image.shape[:2]:
+        raise ValueError(
+            f"size mismatch: {image_path} is {image.shape[1]}x{image.shape[0]} but "
+            f"{target_path} is {target.shape[1]}x{target.shape[0]} (W x H)"
+        )

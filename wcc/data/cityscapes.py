@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wcc.data._io import DatasetLayoutError, read_label_png, read_rgb
+from wcc.data._io import check_same_size, DatasetLayoutError, read_label_png, read_rgb
 from wcc.data.transforms import PairTransform, eval_transform
 
 __all__ = [
@@ -209,11 +209,7 @@ class CityscapesSegmentation(Dataset):
         img_path, gt_path = self.samples[index]
         image = read_rgb(img_path)
         label = read_label_png(gt_path)
-        if label.shape != image.shape[:2]:
-            raise ValueError(
-                f"size mismatch: {img_path} is {image.shape[1]}x{image.shape[0]} but "
-                f"{gt_path} is {label.shape[1]}x{label.shape[0]} (W x H)"
-            )
+        check_same_size(img_path, image, gt_path, label)
         return image, label_ids_to_train_ids(label, gt_path)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

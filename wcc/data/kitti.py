@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wcc.data._io import DatasetLayoutError, read_depth_png, read_rgb, write_bytes_atomic
+from wcc.data._io import check_same_size, DatasetLayoutError, read_depth_png, read_rgb, write_bytes_atomic
 from wcc.data.transforms import PairTransform, eval_transform
 
 __all__ = [
@@ -219,11 +219,7 @@ class KittiDepth(Dataset):
         rgb_path, gt_path = self.samples[index]
         image = read_rgb(rgb_path)
         depth = read_depth_png(gt_path)
-        if depth.shape != image.shape[:2]:
-            raise ValueError(
-                f"size mismatch: {rgb_path} is {image.shape[1]}x{image.shape[0]} but "
-                f"{gt_path} is {depth.shape[1]}x{depth.shape[0]} (W x H)"
-            )
+        check_same_size(rgb_path, image, gt_path, depth)
         return image, depth
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
