@@ -74,6 +74,7 @@ def test_resume_equals_uninterrupted(tmp_path):
                     checkpoint_path=str(tmp_path / "b.pt"), checkpoint_meta=_meta(), progress=False)
     ckpt = load_checkpoint(tmp_path / "b.pt")
     assert ckpt["step"] == 3 and not ckpt["done"]
+    assert ckpt["train_time_s"] > 0  # carried into the resumed stage's total
     m3 = toy_model()
     m3.load_state_dict(ckpt["model"])
     train_steps(m3, StepBatches(_Toy(), _identity, 4, 0), recipe, total_steps=8, lr=1e-2,

@@ -105,7 +105,8 @@ def train_steps(
 
     ``resume`` is a checkpoint dict from an interrupted run of the same stage (its model state
     must already be loaded); training continues at its ``step`` with its optimizer state.
-    Returns ``{"steps", "final_loss", "train_time_s"}``.
+    Returns ``{"steps", "final_loss", "train_time_s"}``; the time includes the training time of
+    the interrupted run(s) a resumed stage continues (recorded in its checkpoints).
     """
     from tqdm.auto import tqdm
 
@@ -115,7 +116,9 @@ def train_steps(
     use_amp = recipe.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start = 0
+    earlier_time = 0.0  # training time spent before an interruption
     if resume is not None:
+        earlier_time = float(resume.get("train_time_s", 0.0))
         opt.load_state_dict(resume["optimizer"])
         if use_amp and resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
@@ -127,7 +130,8 @@ def train_steps(
     def _save(step: int) -> None:
         save_checkpoint(checkpoint_path, {**checkpoint_meta, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                           "scaler": scaler.state_dict() if use_amp else None, "step": step,
-                                          "total_steps": total_steps, "done": False})
+                                          "total_steps": total_steps, "done": False,
+                                          "train_time_s": earlier_time + time.perf_counter() - t0})
 
     t0 = time.perf_counter()
     loss_value = float("nan")
@@ -150,7 +154,8 @@ def train_steps(
         if (step + 1) % recipe.checkpoint_every == 0 and step + 1 < total_steps:
             _save(step + 1)
     bar.close()
-    return {"steps": total_steps, "final_loss": loss_value, "train_time_s": time.perf_counter() - t0}
+    return {"steps": total_steps, "final_loss": loss_value,
+            "train_time_s": earlier_time + time.perf_counter() - t0}
 
 
 def _predict(model: nn.Module, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

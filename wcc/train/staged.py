@@ -119,7 +119,7 @@ def run_stage(
     t0 = time.perf_counter()
     metrics = evaluate(model)
     eval_time = time.perf_counter() - t0
-    train_time = train_info["train_time_s"] + (resume or {}).get("train_time_s", 0.0)
+    train_time = train_info["train_time_s"]
     save_checkpoint(final, {**meta, "model": model.state_dict(), "metrics": metrics, "done": True,
                             "steps": steps, "final_loss": train_info["final_loss"],
                             "train_time_s": train_time, "eval_time_s": eval_time})
