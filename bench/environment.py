@@ -64,6 +64,23 @@ def cpu_info() -> dict[str, Any]:
     return info
 
 
+# Environment variables that change timings (threads, allocator, forced backend, kernel build).
+_TIMING_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "THP_MEM_ALLOC_ENABLE", "LD_PRELOAD", "WCC_BACKEND",
+                "WCC_CPU_BUILD", "TRITON_INTERPRET", "CUDA_VISIBLE_DEVICES")
+
+
+def _transparent_hugepages() -> str | None:
+    # The bracketed word of "always [madvise] never": whether huge pages back large tensors
+    # (torch with THP_MEM_ALLOC_ENABLE=1, the WCC cpu backend's outputs) -- a large effect on
+    # CPU timings of big activations.
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return None
+    start, end = text.find("["), text.find("]")
+    return text[start + 1:end] if 0 <= start < end else None
+
+
 def environment(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """A JSON-ready description of where a result was produced."""
     commit, dirty = git_state()
@@ -76,6 +93,8 @@ def environment(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "packages": {p: _version(p) for p in _PACKAGES},
         "cpu": cpu_info(),
         "argv": sys.argv,
+        "settings": {name: os.environ.get(name) for name in _TIMING_VARS},
+        "transparent_hugepages": _transparent_hugepages(),
     }
     try:
         import torch

@@ -23,7 +23,7 @@ from wcc.backends.cpu import unsigned_act_quant_inference, unsigned_act_quant_sc
 from wcc.backends.reference import keep_count
 from wcc.haar import haar2d, pad_to_multiple
 from wcc.layers import QuantConv2d
-from wcc.quant import unsigned_act_quant
+from wcc.quant import WeightCodes, unsigned_act_quant, weight_quant, weight_quant_codes
 
 CPU = get_backend("cpu")
 REFERENCE = get_backend("reference")
@@ -110,6 +110,69 @@ def test_forward_backward_match_reference(shape, c_out, levels, keep, bits, dtyp
         _assert_rel(g_cpu["act_alpha"], g_ref["act_alpha"], tol, "grad act_alpha")
     with torch.inference_mode():  # the no-grad path stores integer codes instead of floats
         _assert_rel(CPU.wcc_conv(x, weight, bias, alpha, config), y_ref, tol, "inference output")
+
+
+def _quantized_weight(c_out: int, c_in: int, bits: int, dtype, seed: int) -> tuple[torch.Tensor, WeightCodes]:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(c_out, c_in, generator=gen, dtype=dtype)
+    alpha = torch.tensor(2.5, dtype=dtype)  # clips the largest weights: codes reach +-levels
+    codes = weight_quant_codes(w, alpha, bits)
+    assert codes is not None
+    return weight_quant(w, alpha, bits), codes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight_bits", [8, 4, 2])
+@pytest.mark.parametrize("shape, c_out, levels, keep, bits", [c for c in CASES if c[-1] is not None and c[-1] <= 8])
+def test_integer_gemm_matches_reference(shape, c_out, levels, keep, bits, weight_bits, dtype):
+    # Inference with <= 8-bit activations and weight codes runs the GEMM on int8 codes.
+    config = WCCConfig(levels=levels, keep_ratio=keep, act_bits=bits, weight_bits=weight_bits)
+    x = _tie_free_input(shape, config, dtype, seed=sum(shape) + levels)
+    weight, codes = _quantized_weight(c_out, shape[1], weight_bits, dtype, seed=2)
+    bias = torch.randn(c_out, dtype=dtype)
+    alpha = torch.tensor(1.5, dtype=dtype)
+    with torch.inference_mode():
+        expected = REFERENCE.wcc_conv(x, weight, bias, alpha, config)
+        actual = CPU.wcc_conv(x, weight, bias, alpha, config, codes)
+        without = CPU.wcc_conv(x, weight, bias, alpha, config)
+    _assert_rel(actual, expected, TOL[dtype], "integer GEMM output")
+    # The integer sum is exact, the float one is not: the two differ, if at all, by rounding.
+    _assert_rel(actual, without, TOL[dtype], "integer vs float GEMM")
+
+
+def test_integer_gemm_nan_band_falls_back_to_float():
+    config = WCCConfig(levels=2, keep_ratio=0.25)
+    x = _tie_free_input((1, 4, 16, 16), config, torch.float32, seed=7)
+    x[0, 1, 5, 6] = float("nan")
+    weight, codes = _quantized_weight(3, 4, 8, torch.float32, seed=3)
+    alpha = torch.tensor(2.0)
+    with torch.inference_mode():
+        expected = REFERENCE.wcc_conv(x, weight, None, alpha, config)
+        actual = CPU.wcc_conv(x, weight, None, alpha, config, codes)
+    assert torch.equal(actual.isnan(), expected.isnan()) and bool(expected.isnan().any())
+    finite = ~expected.isnan()
+    _assert_rel(actual[finite], expected[finite], 1e-5, "finite part")
+
+
+def test_bad_weight_codes_are_rejected():
+    x = torch.randn(1, 4, 8, 8)
+    weight, codes = _quantized_weight(3, 4, 8, torch.float32, seed=4)
+    wrong = WeightCodes(codes.codes[:2], codes.alpha, codes.levels)
+    with torch.inference_mode(), pytest.raises(ValueError, match="weight_codes must be int8 shaped like"):
+        CPU.wcc_conv(x, weight, None, torch.tensor(2.0), WCCConfig(), wrong)
+
+
+def test_large_output_is_an_ordinary_tensor():
+    # Outputs of >= 4 MiB come from the huge-page allocator: they must behave like any tensor.
+    x = torch.randn(1, 8, 256, 512)
+    with torch.no_grad():
+        y = CPU.wcc_conv(x, torch.randn(8, 8), None, torch.tensor(2.0), WCCConfig())
+    assert y.numel() * y.element_size() >= 4 << 20 and y.is_contiguous() and y.device.type == "cpu"
+    head = y[0, 0, 0, :4].clone()
+    y.resize_(2, 8, 256, 512)  # growing reallocates through the same allocator
+    assert torch.equal(y[0, 0, 0, :4], head)
+    y[1].fill_(1.0)
+    assert float(y[1].sum()) == 8 * 256 * 512
 
 
 def test_no_bias_and_partial_gradients():
@@ -224,3 +287,20 @@ def test_wcc_layer_weight_cache_follows_updates():
     assert second is not first and not torch.equal(second, first)
     fresh = layer.quantized_weight()  # grad enabled: recomputed, cache dropped
     assert fresh.requires_grad and torch.equal(fresh.detach(), second)
+
+
+def test_wcc_layer_weight_codes_follow_the_quantized_weight():
+    torch.manual_seed(0)
+    layer = WCCConv2d.from_conv2d(nn.Conv2d(8, 4, 1), WCCConfig(weight_bits=4))
+    assert layer.weight_codes() is None  # gradients wanted: the float path only
+    with torch.no_grad():
+        codes = layer.weight_codes()
+        assert layer.weight_codes() is codes and codes.codes.shape == (4, 8)  # cached
+        assert torch.equal((codes.codes.float() / codes.levels) * codes.alpha, layer.quantized_weight())
+        layer.weight[0].mul_(-1.0)  # an in-place update invalidates the cached codes
+        changed = layer.weight_codes()
+        assert not torch.equal(changed.codes, codes.codes)
+        assert torch.equal((changed.codes.float() / changed.levels) * changed.alpha, layer.quantized_weight())
+    float_layer = WCCConv2d.from_conv2d(nn.Conv2d(8, 4, 1), WCCConfig(weight_bits=None))
+    with torch.no_grad():
+        assert float_layer.weight_codes() is None

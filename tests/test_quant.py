@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from wcc.quant import ActQuantizer, WeightQuantizer, signed_act_quant, unsigned_act_quant, weight_quant
+from wcc.quant import (
+    ActQuantizer,
+    WeightQuantizer,
+    signed_act_quant,
+    unsigned_act_quant,
+    weight_quant,
+    weight_quant_codes,
+)
 
 
 def _x():
@@ -41,6 +48,28 @@ def test_unsigned_values_and_grads(bits):
     outside = u > 1
     torch.testing.assert_close(gx, torch.where(outside, 0.0, g))
     torch.testing.assert_close(ga, (g * torch.where(outside, torch.ones_like(u), q - u)).sum())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bits", [2, 3, 5, 8])
+def test_weight_codes_reproduce_the_quantized_weight(bits, dtype):
+    torch.manual_seed(bits)
+    w = torch.randn(7, 5, 1, 1, dtype=dtype) * 0.1 + 0.02
+    alpha = torch.tensor(1.5)  # float32 clip on a float64 weight: cast like the quantizer
+    codes = weight_quant_codes(w, alpha, bits)
+    assert codes.codes.dtype == torch.int8 and codes.codes.shape == w.shape
+    assert codes.levels == 2 ** (bits - 1) - 1 and int(codes.codes.abs().max()) == codes.levels  # clipped ones
+    assert torch.equal((codes.codes.to(dtype) / codes.levels) * codes.alpha, weight_quant(w, alpha, bits))
+    assert codes.step == codes.alpha / codes.levels
+
+
+def test_weight_codes_only_where_an_int8_form_exists():
+    w, alpha = torch.randn(3, 4), torch.tensor(3.0)
+    assert weight_quant_codes(w, alpha, None) is None
+    assert weight_quant_codes(w, alpha, 9) is None and weight_quant_codes(w, alpha, 1) is None
+    assert weight_quant_codes(w, torch.tensor(0.0), 8) is None
+    w[0, 0] = float("inf")
+    assert weight_quant_codes(w, alpha, 8) is None
 
 
 def test_weight_quant_values_and_grads():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +11,14 @@ from torch import nn
 from wcc.backends import wcc_conv
 from wcc.backends.cpu import unsigned_act_quant_inference, unsigned_act_quant_scratch
 from wcc.config import QuantConfig, WCCConfig
-from wcc.quant import ACT_ALPHA_INIT, WEIGHT_ALPHA_INIT, unsigned_act_quant, weight_quant
+from wcc.quant import (
+    ACT_ALPHA_INIT,
+    WEIGHT_ALPHA_INIT,
+    WeightCodes,
+    unsigned_act_quant,
+    weight_quant,
+    weight_quant_codes,
+)
 
 __all__ = ["WCCConv2d", "QuantConv2d", "check_input"]
 
@@ -44,7 +51,8 @@ def _needs_grad(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _cached_weight_quant(layer: nn.Module, bits: int | None, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+def _cached_weight_quant(layer: nn.Module, bits: int | None, compute: Callable[[], Any],
+                         slot: str = "_wq_cache") -> Any:
     """``compute()`` (the layer's fake-quantized weight), reused while no gradient is needed.
 
     Inference would otherwise redo the standardise-and-quantize chain (about ten small tensor
@@ -53,22 +61,23 @@ def _cached_weight_quant(layer: nn.Module, bits: int | None, compute: Callable[[
     in-place updates under ``torch.no_grad()`` and ``.to()`` all invalidate it. Writes through
     ``.data`` bypass version counters (as for any autograd-visible cache): avoid them, or call
     again with gradients enabled once to drop the cache. Whenever a gradient is needed the
-    weight is recomputed and the cache dropped.
+    weight is recomputed and the cache dropped. ``slot`` names the attribute holding the cache
+    (one per derived form of the weight).
     """
     w, alpha = layer.weight, layer.weight_alpha
     if _needs_grad(w, alpha):
-        layer._wq_cache = None
+        setattr(layer, slot, None)
         return compute()
     try:
         key = (w.data_ptr(), w._version, alpha.data_ptr(), alpha._version, w.dtype, w.device, tuple(w.shape), bits)
     except RuntimeError:  # inference tensors carry no version counter: no safe key
         return compute()
-    cached = getattr(layer, "_wq_cache", None)
+    cached = getattr(layer, slot, None)
     if cached is not None and cached[0] == key:
         return cached[1]
-    wq = compute()
-    layer._wq_cache = (key, wq)
-    return wq
+    value = compute()
+    setattr(layer, slot, (key, value))
+    return value
 
 
 class WCCConv2d(nn.Module):
@@ -125,10 +134,26 @@ class WCCConv2d(nn.Module):
         bits = self.config.weight_bits
         return _cached_weight_quant(self, bits, lambda: weight_quant(self.weight, self.weight_alpha, bits).flatten(1))
 
+    def weight_codes(self) -> WeightCodes | None:
+        """The quantized weight's integer codes as ``(C_out, C_in)`` int8 (see
+        :func:`wcc.quant.weight_quant_codes`), cached like :meth:`quantized_weight`; None while a
+        gradient is needed or when the weight is not quantized to <= 8 bits."""
+        bits = self.config.weight_bits
+        if bits is None or bits > 8 or _needs_grad(self.weight, self.weight_alpha):
+            return None
+
+        def compute() -> WeightCodes | None:
+            codes = weight_quant_codes(self.weight, self.weight_alpha, bits)
+            return None if codes is None else WeightCodes(codes.codes.flatten(1), codes.alpha, codes.levels)
+
+        return _cached_weight_quant(self, bits, compute, slot="_wcodes_cache")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, "WCCConv2d")
         _check_dtype(x, self.weight, "WCCConv2d")
-        return wcc_conv(x, self.quantized_weight(), self.bias, self.act_alpha, self.config)
+        # Integer codes let the CPU backend run its GEMM in int8 (quantized inference only).
+        codes = self.weight_codes() if x.device.type == "cpu" and (self.config.act_bits or 99) <= 8 else None
+        return wcc_conv(x, self.quantized_weight(), self.bias, self.act_alpha, self.config, codes)
 
     def extra_repr(self) -> str:
         c = self.config

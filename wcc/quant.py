@@ -10,6 +10,8 @@ usual learned-step gradient: ``sign(u)`` where the input was clipped, ``q - u`` 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -17,6 +19,8 @@ __all__ = [
     "signed_act_quant",
     "unsigned_act_quant",
     "weight_quant",
+    "weight_quant_codes",
+    "WeightCodes",
     "ActQuantizer",
     "WeightQuantizer",
     "ACT_ALPHA_INIT",
@@ -31,6 +35,11 @@ def _levels(bits: int) -> float:
     return float(2**bits - 1)
 
 
+def _signed_codes(u_raw: torch.Tensor, n: float) -> torch.Tensor:
+    """Integer codes (as floats) of the signed quantizer for ``u_raw = x / alpha``."""
+    return torch.round(u_raw.clamp(-1.0, 1.0) * n)
+
+
 class _SignedQuant(torch.autograd.Function):
     """u = clamp(x/alpha, -1, 1); q = round(u * n) / n; out = alpha * q."""
 
@@ -38,7 +47,7 @@ class _SignedQuant(torch.autograd.Function):
     def forward(ctx, x, alpha, bits: int, clip_grad: bool):  # type: ignore[override]
         n = _levels(bits)
         u_raw = x / alpha
-        q = torch.round(u_raw.clamp(-1.0, 1.0) * n) / n
+        q = _signed_codes(u_raw, n) / n
         ctx.save_for_backward(u_raw, q)
         ctx.clip_grad = clip_grad
         return q * alpha
@@ -111,10 +120,52 @@ def weight_quant(w: torch.Tensor, alpha: torch.Tensor, bits: int | None) -> torc
         return w
     if bits < 2:
         raise ValueError(f"the weight quantizer needs at least 2 bits (sign + magnitude), got {bits}")
+    w_hat = _standardise(w)
+    return _SignedQuant.apply(w_hat, _alpha_like(alpha, w_hat), bits - 1, False)
+
+
+def _standardise(w: torch.Tensor) -> torch.Tensor:
+    # The statistics are constants for autograd (computed without a graph).
     with torch.no_grad():
         mean, std = w.mean(), w.std()
-    w_hat = (w - mean) / std
-    return _SignedQuant.apply(w_hat, _alpha_like(alpha, w_hat), bits - 1, False)
+    return (w - mean) / std
+
+
+@dataclass(frozen=True)
+class WeightCodes:
+    """A quantized weight in integer form, for backends with integer GEMMs.
+
+    ``weight_quant(w, alpha, bits) == (codes / levels) * alpha`` elementwise, computed in the
+    weight's dtype (the quantizer's own formula), so ``codes * (alpha / levels)`` equals the
+    fake-quant weight up to one rounding per element.
+    """
+
+    codes: torch.Tensor  #: int8, shaped like the weight
+    alpha: float  #: the clip, as the weight's dtype holds it
+    levels: float  #: ``2^(bits - 1) - 1``
+
+    @property
+    def step(self) -> float:
+        """Value of one code step, ``alpha / levels``."""
+        return self.alpha / self.levels
+
+
+def weight_quant_codes(w: torch.Tensor, alpha: torch.Tensor, bits: int | None) -> WeightCodes | None:
+    """The codes behind :func:`weight_quant` (no gradient), or None when they do not fit int8.
+
+    None for ``bits=None`` or outside 2..8, and for a weight with non-finite values or a
+    non-positive clip (no integer form).
+    """
+    if bits is None or not 2 <= bits <= 8:
+        return None
+    with torch.no_grad():
+        w_hat = _standardise(w)
+        a = _alpha_like(alpha, w_hat)
+        if not bool(torch.isfinite(w_hat).all()) or not float(a) > 0:
+            return None
+        n = _levels(bits - 1)
+        codes = _signed_codes(w_hat / a, n).to(torch.int8)
+    return WeightCodes(codes=codes, alpha=float(a), levels=n)
 
 
 class ActQuantizer(nn.Module):

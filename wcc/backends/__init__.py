@@ -23,6 +23,7 @@ from wcc.backends.reference import keep_count, select_positions
 from wcc.backends import cpu as _cpu  # noqa: F401  (registers the compiled CPU backend; builds lazily)
 from wcc.backends import triton as _triton_backend  # noqa: F401  (registers "triton"; Triton itself loads lazily)
 from wcc.config import WCCConfig
+from wcc.quant import WeightCodes
 
 __all__ = [
     "ENV_VAR",
@@ -46,9 +47,11 @@ def wcc_conv(
     bias: torch.Tensor | None,
     act_alpha: torch.Tensor,
     config: WCCConfig,
+    weight_codes: WeightCodes | None = None,
 ) -> torch.Tensor:
     """Run the WCC op on the backend chosen for ``x`` and ``config`` (see ``select_backend``).
 
     Shapes: x ``(N, C_in, H, W)``, weight ``(C_out, C_in)``, bias ``(C_out,)`` -> ``(N, C_out, H, W)``.
+    ``weight_codes``: optional integer form of ``weight`` (see :meth:`Backend.wcc_conv`).
     """
-    return select_backend(x, config).wcc_conv(x, weight, bias, act_alpha, config)
+    return select_backend(x, config).wcc_conv(x, weight, bias, act_alpha, config, weight_codes)

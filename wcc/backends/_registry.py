@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from wcc.config import WCCConfig
+from wcc.quant import WeightCodes
 
 __all__ = [
     "Backend",
@@ -65,6 +66,7 @@ class Backend(abc.ABC):
         bias: torch.Tensor | None,
         act_alpha: torch.Tensor,
         config: WCCConfig,
+        weight_codes: WeightCodes | None = None,
     ) -> torch.Tensor:
         """The WCC op.
 
@@ -74,6 +76,9 @@ class Backend(abc.ABC):
             bias: ``(C_out,)`` or None; added in the spatial domain.
             act_alpha: scalar clip of the signed activation quantizer.
             config: levels, keep ratio and act_bits are read from it.
+            weight_codes: optionally, ``weight`` in integer form (a hint: a backend may run an
+                integer GEMM on it, the result must equal the float op to float rounding;
+                backends without integer GEMMs ignore it). Only given without gradients.
 
         Returns:
             ``(N, C_out, H, W)``.

@@ -6,12 +6,17 @@ top-k is a selection (radix histogram, then ``nth_element`` on one bin), and the
 the kept columns only, one band of 2^J rows at a time while they are in cache, with the scatter
 fused into the inverse transform and the bias. With quantized activations and no gradient
 needed, the transformed input is kept as integer quantization codes (int8 up to 8 bits), which
-carry exactly the fake-quant values.
+carry exactly the fake-quant values; when the caller also passes the weight's codes
+(:class:`wcc.quant.WeightCodes`, as :class:`~wcc.layers.WCCConv2d` does in inference), the GEMM
+runs on the int8 codes with exact int32 sums (``torch._int_mm``: oneDNN, VNNI where the CPU has
+it), about four times the float GEMM's throughput. Large outputs are allocated on transparent
+huge pages (a fresh 4 KiB-paged output costs a page fault per 4 KiB on every call).
 See ``csrc/wcc_cpu.cpp`` for the details and ``cpu_build.py`` for building and caching.
 
 Semantics equal the reference: bit-identical coefficients, quantized values and inverse
 transform (same operation order); the GEMM and the energy sum differ only by float rounding
-order, so the kept set is the same on tie-free inputs (on exact ties either choice is a valid
+(order of the float sums; in the integer GEMM, one rounding of each weight and activation
+step), so the kept set is the same on tie-free inputs (on exact ties either choice is a valid
 top-k). Backward (x, weight, act_alpha, bias) is a ``torch.autograd.Function`` with the
 reference's gradients: straight-through inside the clip, learned-step alpha gradient, the kept
 index set a constant.
@@ -23,6 +28,7 @@ refused with a reason, and ``auto`` moves on to the next backend.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from typing import Iterator
 
@@ -83,6 +89,17 @@ def _alpha_value(act_alpha: torch.Tensor, dtype: torch.dtype, act_bits: int) -> 
     return float(act_alpha.detach().to(dtype))
 
 
+@functools.cache
+def _int_mm_works() -> bool:
+    # The integer GEMM is torch's int8 x int8 -> int32 matmul (oneDNN, VNNI where the CPU has
+    # it); older torch builds lack a CPU version. Checked once, on a product with a known result.
+    try:
+        a = torch.tensor([[1, -2], [3, 4]], dtype=torch.int8)
+        return torch._int_mm(a, a).tolist() == [[-5, -10], [15, 10]]
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
 class CPUBackend(Backend):
     """Compiled C++/OpenMP backend for CPU tensors (float32/float64)."""
 
@@ -108,7 +125,7 @@ class CPUBackend(Backend):
                 return f"{positions} wavelet positions per image exceed the kernels' int32 indices"
         return None
 
-    def wcc_conv(self, x, weight, bias, act_alpha, config):
+    def wcc_conv(self, x, weight, bias, act_alpha, config, weight_codes=None):
         if x.dim() != 4:
             raise ValueError(f"cpu backend: expected x of shape (N, C_in, H, W), got {tuple(x.shape)}")
         others = [("weight", weight), ("bias", bias), ("act_alpha", act_alpha)]
@@ -133,7 +150,15 @@ class CPUBackend(Backend):
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
             return _WCCFunction.apply(x, weight, bias, act_alpha, config.levels, k, act_bits)
         alpha = _alpha_value(act_alpha, x.dtype, act_bits)
-        y, _, _ = torch.ops.wcc_cpu.forward(x, weight, bias, alpha, config.levels, k, act_bits, False)
+        codes, step = None, 1.0
+        if weight_codes is not None and 0 < act_bits <= 8 and _int_mm_works():
+            if weight_codes.codes.shape != weight.shape or weight_codes.codes.dtype != torch.int8:
+                raise ValueError(
+                    f"cpu backend: weight_codes must be int8 shaped like the weight {tuple(weight.shape)}, "
+                    f"got {weight_codes.codes.dtype} {tuple(weight_codes.codes.shape)}"
+                )
+            codes, step = weight_codes.codes, weight_codes.step
+        y, _, _ = torch.ops.wcc_cpu.forward(x, weight, bias, alpha, config.levels, k, act_bits, False, codes, step)
         return y
 
     def keep_indices(self, x: torch.Tensor, config: WCCConfig) -> torch.Tensor:

@@ -55,7 +55,8 @@ class ReferenceBackend(Backend):
         coeffs = self._coeffs(x, config)
         return select_positions(coeffs, keep_count(x.shape[-2], x.shape[-1], config))
 
-    def wcc_conv(self, x, weight, bias, act_alpha, config):
+    def wcc_conv(self, x, weight, bias, act_alpha, config, weight_codes=None):
+        # weight_codes is a performance hint; the specification uses the float weight.
         n, c_in, h, w = x.shape
         c_out = weight.shape[0]
         hp, wp = padded_size(h, config.levels), padded_size(w, config.levels)

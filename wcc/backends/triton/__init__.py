@@ -82,9 +82,10 @@ class TritonBackend(Backend):
         if act_alpha.numel() != 1:
             raise ValueError(f"act_alpha must be a scalar, got shape {tuple(act_alpha.shape)}")
 
-    def wcc_conv(self, x, weight, bias, act_alpha, config):
+    def wcc_conv(self, x, weight, bias, act_alpha, config, weight_codes=None):
         """See :meth:`Backend.wcc_conv`. Under autocast the op runs in the autocast dtype, as
-        the reference's matmul would; gradients flow back through the casts."""
+        the reference's matmul would; gradients flow back through the casts. ``weight_codes``
+        is not used (float GEMMs only)."""
         from wcc.backends.triton._autograd import WCCTritonFunction
 
         self._check_call(x, weight, bias, act_alpha)
