@@ -12,6 +12,7 @@ of the reference to float32 rounding (1e-5 relative).
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
@@ -125,6 +126,8 @@ def test_unavailable_reasons(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert TRITON.unavailable_reason() is None
     monkeypatch.setattr(tb.importlib.util, "find_spec", lambda name: None)
+    tb._triton_installed.cache_clear()  # the search result is cached per process
+    monkeypatch.setattr(tb, "_triton_installed", functools.cache(tb._triton_installed.__wrapped__))
     assert TRITON.unavailable_reason() == "triton is not installed (pip install 'wcc-bench[triton]')"
 
 
