@@ -66,7 +66,7 @@ def cpu_info() -> dict[str, Any]:
 
 # Environment variables that change timings (threads, allocator, forced backend, kernel build).
 _TIMING_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "THP_MEM_ALLOC_ENABLE", "LD_PRELOAD", "WCC_BACKEND",
-                "WCC_CPU_BUILD", "TRITON_INTERPRET", "CUDA_VISIBLE_DEVICES")
+                "WCC_CPU_BUILD", "WCC_CPU_HUGE_PAGES", "TRITON_INTERPRET", "CUDA_VISIBLE_DEVICES")
 
 
 def _transparent_hugepages() -> str | None:

@@ -12,6 +12,11 @@ kept set is unique and must be the same.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -32,6 +37,7 @@ _REASON = CPU.unavailable_reason()  # builds the kernels (once per cache folder)
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"cpu backend unavailable: {_REASON}")
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+_REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -173,6 +179,25 @@ def test_large_output_is_an_ordinary_tensor():
     assert torch.equal(y[0, 0, 0, :4], head)
     y[1].fill_(1.0)
     assert float(y[1].sum()) == 8 * 256 * 512
+
+
+def test_huge_pages_can_be_turned_off(tmp_path):
+    # The environment switch is read by the compiled code: check it in a fresh process.
+    script = (
+        "import torch; from wcc import WCCConfig; from wcc.backends import get_backend\n"
+        "x = torch.arange(8 * 256 * 512, dtype=torch.float32).reshape(1, 8, 256, 512).sin()\n"
+        "w = torch.linspace(-1, 1, 64).reshape(8, 8)\n"
+        "with torch.no_grad():\n"
+        "    y = get_backend('cpu').wcc_conv(x, w, None, torch.tensor(2.0), WCCConfig())\n"
+        f"torch.save(y, {str(tmp_path / 'y.pt')!r})\n"
+    )
+    env = {**os.environ, "WCC_CPU_HUGE_PAGES": "0"}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=_REPO, timeout=600)
+    x = torch.arange(8 * 256 * 512, dtype=torch.float32).reshape(1, 8, 256, 512).sin()
+    w = torch.linspace(-1, 1, 64).reshape(8, 8)
+    with torch.no_grad():
+        expected = CPU.wcc_conv(x, w, None, torch.tensor(2.0), WCCConfig())
+    assert torch.equal(torch.load(tmp_path / "y.pt"), expected)
 
 
 def test_no_bias_and_partial_gradients():

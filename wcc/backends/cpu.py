@@ -34,7 +34,7 @@ from typing import Iterator
 
 import torch
 
-from wcc.backends._registry import Backend, register_backend
+from wcc.backends._registry import Backend, BackendUnavailableError, register_backend
 from wcc.backends.reference import keep_count
 from wcc.config import WCCConfig
 from wcc.haar import padded_size
@@ -125,7 +125,14 @@ class CPUBackend(Backend):
                 return f"{positions} wavelet positions per image exceed the kernels' int32 indices"
         return None
 
+    def _require_kernels(self) -> None:
+        # Called directly (get_backend("cpu").wcc_conv) the kernels may not be loaded yet.
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise BackendUnavailableError(f"WCC backend 'cpu' is unavailable: {reason}")
+
     def wcc_conv(self, x, weight, bias, act_alpha, config, weight_codes=None):
+        self._require_kernels()
         if x.dim() != 4:
             raise ValueError(f"cpu backend: expected x of shape (N, C_in, H, W), got {tuple(x.shape)}")
         others = [("weight", weight), ("bias", bias), ("act_alpha", act_alpha)]
@@ -162,6 +169,7 @@ class CPUBackend(Backend):
         return y
 
     def keep_indices(self, x: torch.Tensor, config: WCCConfig) -> torch.Tensor:
+        self._require_kernels()
         k = keep_count(x.shape[-2], x.shape[-1], config)
         with torch.no_grad():
             return torch.ops.wcc_cpu.keep_indices(x.detach(), config.levels, k)

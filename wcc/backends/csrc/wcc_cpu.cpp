@@ -43,6 +43,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <mutex>
@@ -492,12 +493,22 @@ class HugePageAllocator final : public c10::Allocator {
   static void release(void* p) { std::free(p); }
 };
 
+// WCC_CPU_HUGE_PAGES=0 turns the huge-page outputs off (read once per process).
+bool huge_pages_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("WCC_CPU_HUGE_PAGES");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return enabled;
+}
+
 // An uninitialised contiguous CPU tensor; from huge pages when it is large.
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   static constexpr int64_t kMinHugeBytes = int64_t(4) << 20;
   int64_t numel = 1;
   for (const int64_t s : sizes) numel *= s;
-  if (numel * int64_t(c10::elementSize(c10::typeMetaToScalarType(opts.dtype()))) < kMinHugeBytes) {
+  if (!huge_pages_enabled() ||
+      numel * int64_t(c10::elementSize(c10::typeMetaToScalarType(opts.dtype()))) < kMinHugeBytes) {
     return at::empty(sizes, opts);
   }
   static HugePageAllocator allocator;
