@@ -96,6 +96,41 @@ def test_timing_rule_without_samples_falls_back_to_factor():
     assert row["status"] == "regressed" and "too few samples" in row["note"]
 
 
+def _layer_key(op: str, backend: str = "-", shape: str = "1x8x8@16x16") -> str:
+    keep, levels = ("0.25", "3") if op == "wcc" else ("-", "-")
+    return f"timing|cpu|t2|extra|{shape}|{op}|fwd|float32|{backend}|{keep}|{levels}"
+
+
+def test_timing_drift_check_compares_wcc_rows_relative_to_dense():
+    rng = np.random.default_rng(1)
+
+    def run(version: str, scale: dict[str, float]) -> pd.DataFrame:
+        values = {}
+        for op, ms in (("dense_cl", 10.0), ("matmul", 12.0), ("wcc", 4.0), ("quantconv", 15.0)):
+            s = ms * 1e-3 * scale.get(op, 1.0) * rng.lognormal(0, 0.01, 15)
+            values[_layer_key(op, "cpu" if op == "wcc" else "-")] = (float(np.median(s)), list(s))
+        return _meas(version, values)
+
+    base = run("a", {})
+    # The whole machine 30% slower: dense rows report it, WCC / QuantConv2d rows are drift.
+    drift = compare(base, run("b", {op: 1.3 for op in ("dense_cl", "matmul", "wcc", "quantconv")})).set_index("key")
+    for op in ("dense_cl", "matmul"):
+        assert drift.loc[_layer_key(op), "status"] == "regressed"
+    for op, be in (("wcc", "cpu"), ("quantconv", "-")):
+        row = drift.loc[_layer_key(op, be)]
+        assert row["status"] == "unchanged" and "machine drift" in row["note"], row["note"]
+        assert row["change"] == pytest.approx(1.3, rel=0.05)
+    # WCC alone 30% slower: a regression, also relative to dense.
+    real = compare(base, run("c", {"wcc": 1.3})).set_index("key").loc[_layer_key("wcc", "cpu")]
+    assert real["status"] == "regressed" and "relative to the best dense op" in real["note"]
+    # Faster WCC on a slower machine: improved both ways.
+    mixed = compare(base, run("d", {"dense_cl": 1.4, "matmul": 1.4, "wcc": 1 / 1.3})).set_index("key")
+    assert mixed.loc[_layer_key("wcc", "cpu"), "status"] == "improved"  # x0.77 raw, x0.55 relative
+    # The check can be turned off: raw times alone decide.
+    raw = compare(base, run("e", {op: 1.3 for op in ("dense_cl", "matmul", "wcc")}), rules=Rules(drift_check=False))
+    assert raw.set_index("key").loc[_layer_key("wcc", "cpu"), "status"] == "regressed"
+
+
 def test_timing_failures():
     ok = _meas("a", {"k": (1.0, [1.0] * 5)})
     broken = _meas("b", {"k": (None, [])}, errors={"k": "RuntimeError: boom"})

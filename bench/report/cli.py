@@ -17,19 +17,24 @@ __all__ = ["configure", "run"]
 
 
 def add_rule_options(parser: argparse.ArgumentParser) -> None:
-    """``--factor``, ``--alpha``, ``--memory-factor`` (shared with ``compare``)."""
+    """``--factor``, ``--alpha``, ``--memory-factor``, ``--no-drift-check`` (shared with ``compare``)."""
     g = parser.add_argument_group("regression rules")
     g.add_argument("--factor", type=float, default=1.1,
                    help="timing: flag when the median is slower by more than this factor (default 1.1) ...")
     g.add_argument("--alpha", type=float, default=0.01,
                    help="... and a one-sided Mann-Whitney U test on the samples has p below this (default 0.01)")
     g.add_argument("--memory-factor", type=float, default=1.1, help="memory: flag above this factor (default 1.1)")
+    g.add_argument("--no-drift-check", dest="drift_check", action="store_false",
+                   help="judge WCC / QuantConv2d layer times alone (default: they must also have moved relative to "
+                        "the best dense op of the same shape in the same runs, so a machine that got slower between "
+                        "two runs does not read as a WCC regression)")
 
 
 def rules_from(args: argparse.Namespace):  # -> Rules (imported lazily)
     from bench.report.regressions import Rules
 
-    return Rules(factor=args.factor, alpha=args.alpha, memory_factor=args.memory_factor)
+    return Rules(factor=args.factor, alpha=args.alpha, memory_factor=args.memory_factor,
+                 drift_check=args.drift_check)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

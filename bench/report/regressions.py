@@ -14,6 +14,11 @@ Rules (:class:`Rules`):
   with p < ``alpha`` (default 0.01), as asv does; improved symmetrically. Without samples, or
   with too few for the test ever to reach ``alpha``, the factor alone decides (asv's fallback),
   and the row says so. A case that ran before and now fails is regressed; the reverse improved.
+  WCC and QuantConv2d layer rows must also pass a *drift check* (``drift_check``): their time
+  relative to the best dense op of the same shape, measured in the same runs, must have moved
+  past the factor as well. A shared machine that got slower between two runs slows the dense
+  baselines too; such rows stay unchanged, with a note (the dense rows themselves still report
+  the drift).
 * **memory** (bytes, lower is better): the factor ``memory_factor`` alone (one measurement).
 * **accuracy**: a per-metric :class:`Tolerance` (absolute or relative, with the metric's
   direction); a metric that turns null (non-finite) is regressed.
@@ -71,6 +76,7 @@ class Rules:
     alpha: float = 0.01
     memory_factor: float = 1.1
     accuracy: Mapping[str, Tolerance] = field(default_factory=lambda: dict(ACCURACY_TOLERANCES))
+    drift_check: bool = True
 
     def __post_init__(self) -> None:
         if not self.factor > 1 or not self.memory_factor > 1:
@@ -82,6 +88,9 @@ class Rules:
         out = [f"timing: median slower by more than x{self.factor:g} and Mann-Whitney U p < {self.alpha:g} on the "
                f"raw samples (one-sided); factor only where there are too few samples",
                f"memory: more than x{self.memory_factor:g} (single measurement)"]
+        if self.drift_check:
+            out.insert(1, f"WCC / QuantConv2d layer timing: also x{self.factor:g} relative to the best dense op of "
+                          f"the same shape in the same runs (a machine that drifted moves both)")
         out += [f"{m}: {t.describe()}" for m, t in self.accuracy.items()]
         return out
 
@@ -278,6 +287,54 @@ def _accuracy_rule(row: dict[str, Any], rules: Rules) -> tuple[str, float | None
 
 _RULES = {"timing": _timing, "memory": _memory, "accuracy": _accuracy_rule}
 
+_DENSE_OPS = ("dense_nchw", "dense_cl", "matmul")
+_CHECKED_OPS = ("wcc", "quantconv")
+
+
+def _layer_config(key: str) -> tuple[str, str] | None:
+    """(op, the key without op, backend, keep ratio and levels) of a layer key, else None."""
+    parts = key.split("|")
+    if len(parts) != 11:
+        return None
+    return parts[5], "|".join(parts[:5] + parts[6:8])
+
+
+def _best_dense(meas: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """(machine, layer configuration) -> median time of the fastest dense op measured for it."""
+    best: dict[tuple[str, str], float] = {}
+    rows = meas[(meas["bench"] == "layer") & (meas["metric"] == "time")]
+    for machine, key, value, error in zip(rows["machine"], rows["key"], rows["value"], rows["error"]):
+        cfg = _layer_config(key)
+        value = _opt(value)
+        if cfg is None or cfg[0] not in _DENSE_OPS or _opt(error) or value is None or not value > 0:
+            continue
+        best[(machine, cfg[1])] = min(value, best.get((machine, cfg[1]), math.inf))
+    return best
+
+
+def _drift_check(pairs: pd.DataFrame, status: pd.Series, change: pd.Series, note: pd.Series,
+                 base: pd.DataFrame, new: pd.DataFrame, rules: Rules) -> None:
+    """Un-flag WCC / QuantConv2d layer rows whose ratio to the best dense op did not move (in place)."""
+    dense_base, dense_new = _best_dense(base), _best_dense(new)
+    for idx in status.index[(status != "unchanged") & (pairs["bench"] == "layer") & pairs["error_new"].isna()
+                            & pairs["error_base"].isna()]:
+        cfg = _layer_config(pairs.at[idx, "key"])
+        if cfg is None or cfg[0] not in _CHECKED_OPS:
+            continue
+        machine = pairs.at[idx, "machine"]
+        db, dn = dense_base.get((machine, cfg[1])), dense_new.get((machine, cfg[1]))
+        if db is None or dn is None or not change[idx] == change[idx]:
+            continue
+        dense_change = dn / db
+        relative = change[idx] / dense_change
+        moved = relative > rules.factor if status[idx] == "regressed" else relative < 1 / rules.factor
+        if moved:
+            note[idx] = (note[idx] + "; " if note[idx] else "") + f"x{relative:.2f} relative to the best dense op"
+        else:
+            status[idx] = "unchanged"
+            note[idx] = (f"x{change[idx]:.2f} here, x{dense_change:.2f} for the best dense op in the same runs: "
+                         f"machine drift (x{relative:.2f} relative to it)")
+
 
 def compare(base: pd.DataFrame, new: pd.DataFrame, rules: Rules | None = None,
             order: list[str] | None = None) -> pd.DataFrame:
@@ -307,6 +364,8 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, rules: Rules | None = None,
         s, c, p, why = _RULES[row["rule_new"]](row, rules)
         status[idx], change[idx], note[idx] = s, np.nan if c is None else c, why
         p_value[idx] = np.nan if p is None else p
+    if rules.drift_check:
+        _drift_check(pairs, status, change, note, b, n, rules)
     out = pd.DataFrame({
         "machine": pairs["machine"], "bench": pairs["bench"], "label": pairs["label_new"], "metric": pairs["metric"],
         "rule": pairs["rule_new"], "base_version": pairs["version_base"], "new_version": pairs["version_new"],
