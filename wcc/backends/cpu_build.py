@@ -66,6 +66,11 @@ def _compile(verbose: bool) -> None:
 
     build = cache_dir()
     build.mkdir(parents=True, exist_ok=True)
+    library = build / f"{EXT_NAME}.so"
+    if not verbose and (not library.exists() or library.stat().st_mtime < SOURCE.stat().st_mtime):
+        # Otherwise the first WCC call on CPU would stall for a minute without a word.
+        print(f"wcc: compiling the cpu backend's kernels for this machine (first use: about a minute on 2 "
+              f"cores; cached in {build})", file=sys.stderr, flush=True)
     errors = []
     # Tuned for the host CPU first; a compiler that rejects -march=native gets a generic build.
     for flags in (_BASE_FLAGS + ["-march=native"], _BASE_FLAGS):
