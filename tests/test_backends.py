@@ -86,3 +86,6 @@ def test_info_runs(capsys):
     assert main() == 0
     out = capsys.readouterr().out
     assert "reference" in out and "torch" in out and wcc.__version__ in out
+    cpu = get_backend("cpu")
+    if cpu.unavailable_reason() is None:  # an available backend says how it will run
+        assert cpu.details() in out and "GEMM:" in cpu.details()

@@ -12,7 +12,7 @@ import sys
 import torch
 
 import wcc
-from wcc.backends import ENV_VAR, backend_status
+from wcc.backends import ENV_VAR, backend_status, get_backend
 
 
 def info_lines() -> list[str]:
@@ -28,6 +28,9 @@ def info_lines() -> list[str]:
     for st in backend_status():
         state = "available" if st.available else f"unavailable: {st.reason}"
         lines.append(f"  {st.name:<10} priority {st.priority:>3}  {state}")
+        details = get_backend(st.name).details() if st.available else None
+        if details:
+            lines.append(f"{'':<30}{details}")
     return lines
 
 

@@ -54,6 +54,10 @@ class Backend(abc.ABC):
         """Why this backend cannot run on this machine at all, or None when it can."""
         return None
 
+    def details(self) -> str | None:
+        """Optional one-line description of how it will run here (shown by ``python -m wcc.info``)."""
+        return None
+
     @abc.abstractmethod
     def unsupported_reason(self, x: torch.Tensor, config: WCCConfig) -> str | None:
         """Why this backend cannot run this particular call, or None when it can."""

@@ -110,6 +110,13 @@ class CPUBackend(Backend):
 
         return cpu_build.load()
 
+    def details(self) -> str | None:
+        import os
+
+        gemm = "int8 (torch._int_mm) for <= 8-bit layers" if _int_mm_works() else "float only (no CPU torch._int_mm)"
+        huge = "off (WCC_CPU_HUGE_PAGES=0)" if os.environ.get("WCC_CPU_HUGE_PAGES") == "0" else "on (>= 4 MiB)"
+        return f"GEMM: {gemm}; huge-page outputs: {huge}"
+
     def unsupported_reason(self, x: torch.Tensor, config: WCCConfig) -> str | None:
         if x.device.type != "cpu":
             return f"input is on {x.device}; this backend runs CPU tensors only"
