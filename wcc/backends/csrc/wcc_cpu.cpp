@@ -37,7 +37,10 @@
 #include <c10/core/Allocator.h>
 #include <torch/library.h>
 
-#include <sys/mman.h>
+#if defined(__linux__)
+#include <sys/mman.h>  // madvise: transparent huge pages are a Linux feature
+#define WCC_HUGE_PAGES 1
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -472,6 +475,7 @@ inline int64_t round_up64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
 // time as the whole rest of the op. With huge pages that is one fault per 2 MiB. (torch can do
 // the same for every tensor with THP_MEM_ALLOC_ENABLE=1.) Where huge pages are unavailable the
 // advice is ignored and the memory behaves as any other.
+#ifdef WCC_HUGE_PAGES
 class HugePageAllocator final : public c10::Allocator {
  public:
   static constexpr size_t kHugePage = size_t(2) << 20;
@@ -492,6 +496,7 @@ class HugePageAllocator final : public c10::Allocator {
  private:
   static void release(void* p) { std::free(p); }
 };
+#endif
 
 // WCC_CPU_HUGE_PAGES=0 turns the huge-page outputs off (read once per process).
 bool huge_pages_enabled() {
@@ -511,9 +516,13 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
       numel * int64_t(c10::elementSize(c10::typeMetaToScalarType(opts.dtype()))) < kMinHugeBytes) {
     return at::empty(sizes, opts);
   }
+#ifdef WCC_HUGE_PAGES
   static HugePageAllocator allocator;
   return at::detail::empty_generic(sizes, &allocator, c10::DispatchKeySet(c10::DispatchKey::CPU),
                                    c10::typeMetaToScalarType(opts.dtype()), std::nullopt);
+#else
+  return at::empty(sizes, opts);
+#endif
 }
 
 // Runs fn(item) for item in [0, n) on the intra-op threads, handing out items one at a time:
