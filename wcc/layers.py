@@ -142,11 +142,9 @@ class WCCConv2d(nn.Module):
         if bits is None or bits > 8 or _needs_grad(self.weight, self.weight_alpha):
             return None
 
-        def compute() -> WeightCodes | None:
-            codes = weight_quant_codes(self.weight, self.weight_alpha, bits)
-            return None if codes is None else WeightCodes(codes.codes.flatten(1), codes.alpha, codes.levels)
-
-        return _cached_weight_quant(self, bits, compute, slot="_wcodes_cache")
+        # The statistics are over the whole tensor, so quantizing the (C_out, C_in) view is the same.
+        return _cached_weight_quant(self, bits, lambda: weight_quant_codes(self.weight.flatten(1), self.weight_alpha, bits),
+                                    slot="_wcodes_cache")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, "WCCConv2d")

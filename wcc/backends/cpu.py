@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 from typing import Iterator
 
@@ -111,8 +112,6 @@ class CPUBackend(Backend):
         return cpu_build.load()
 
     def details(self) -> str | None:
-        import os
-
         gemm = "int8 (torch._int_mm) for <= 8-bit layers" if _int_mm_works() else "float only (no CPU torch._int_mm)"
         huge = "off (WCC_CPU_HUGE_PAGES=0)" if os.environ.get("WCC_CPU_HUGE_PAGES") == "0" else "on (>= 4 MiB)"
         return f"GEMM: {gemm}; huge-page outputs: {huge}"
