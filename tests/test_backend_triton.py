@@ -381,7 +381,7 @@ def test_kernels_compile_for_hopper(monkeypatch):
 
 
 def test_benchmark_entry_point_runs(interpreted):
-    from wcc.backends.triton.bench import benchmark
+    from bench.timing.backend_bench import benchmark
 
     result = benchmark(1, 16, 16, 8, 16, torch.float32, device="cpu", warmup=0, reps=1, backward=True)
     assert set(result["ms"]) == {"dense", "reference", "triton", "triton-gather", "triton-compact"}
@@ -429,7 +429,7 @@ def test_gpu_layer_under_autocast(monkeypatch):
 @pytest.mark.gpu
 def test_gpu_benchmark_shape_runs(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    from wcc.backends.triton.bench import benchmark
+    from bench.timing.backend_bench import benchmark
 
     result = benchmark(warmup=2, reps=3)  # (8, 256->256, 128x256) fp16, keep 25%; timing not asserted
     assert "triton" in result["ms"] and "dense" in result["ms"]

@@ -21,7 +21,7 @@ import torch
 
 from bench.store import SchemaError, ResultStore, validate
 from bench.timing import probes
-from bench.timing._timer import Timing, median_iqr, time_callable
+from bench.timing.harness import Timing, median_iqr, time_callable
 from bench.timing.energy import EnergyMeter
 from bench.timing.layer import LayerCase, LayerGrid, add_ratios, run_layer_benchmarks
 from bench.timing.shapes import EXTRA_SHAPES, ConvShape, model_pointwise_shapes, parse_shape

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from bench.paper import CITYSCAPES, KITTI  # noqa: E402
+from bench.tables.paper import CITYSCAPES, KITTI  # noqa: E402
 from wcc.accounting import equivalent_bits  # noqa: E402
 
 __all__ = ["REPRESENTATIVE_CHANNELS", "equivalent_bits_of", "accuracy_vs_bits", "speed_heatmap", "model_plot",

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.paper import CITYSCAPES, KITTI, TABLE_METRICS
+from bench.tables.paper import CITYSCAPES, KITTI, TABLE_METRICS
 from bench.report.format import mib, num, short_machine_names
 from bench.report.plots import HEADLINE_METRIC, short_set
 

@@ -46,8 +46,8 @@ def _device(name: str) -> str:
 def _plan(tables: list[str], profile_name: str) -> str:
     from tabulate import tabulate
 
-    from bench.sweeps import SWEEPS
-    from bench.sweeps.profiles import get_profile
+    from bench.tables.sweeps import SWEEPS
+    from bench.tables.profiles import get_profile
 
     prof = get_profile(profile_name)
     rows = []
@@ -65,7 +65,7 @@ def _plan(tables: list[str], profile_name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.sweeps import SWEEPS
+    from bench.tables.sweeps import SWEEPS
 
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     bad = [t for t in tables if t not in SWEEPS]
@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
         print(_plan(tables, args.profile))
         return 0
 
-    from bench.executors import LocalExecutor, SubmititExecutor
-    from bench.tables import DataError, format_table, jobs_for, prepare_run, write_csvs
+    from bench.tables.executors import LocalExecutor, SubmititExecutor
+    from bench.tables.run import DataError, format_table, jobs_for, prepare_run, write_csvs
 
     t0 = time.perf_counter()
     try:

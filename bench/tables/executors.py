@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.tables import RowJob, run_row
+from bench.tables.run import RowJob, run_row
 
 __all__ = ["LocalExecutor", "SubmititExecutor"]
 

@@ -1,7 +1,7 @@
 """Layer benchmark of the triton backend: triton WCC vs dense cuDNN 1x1 conv vs the reference.
 
-    python -m wcc.backends.triton.bench                      # (8, 256->256, 128x256) fp16, keep 25%
-    python -m wcc.backends.triton.bench --backward --json out.json
+    python -m bench.timing.backend_bench                      # (8, 256->256, 128x256) fp16, keep 25%
+    python -m bench.timing.backend_bench --backward --json out.json
 
 Times one WCC layer op (the backend call; the weight is already quantized, as WCCConv2d hands
 it over) against ``F.conv2d`` with the same 1x1 weight (cuDNN, ``cudnn.benchmark`` on) and
@@ -153,7 +153,7 @@ def benchmark(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m wcc.backends.triton.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.timing.backend_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--c-in", type=int, default=256)
     p.add_argument("--c-out", type=int, default=256)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.timing._timer import time_callable
+from bench.timing.harness import time_callable
 from bench.timing.shapes import ConvShape, shape_set
 
 __all__ = [

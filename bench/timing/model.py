@@ -38,7 +38,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from bench.timing._timer import time_callable
+from bench.timing.harness import time_callable
 from bench.timing.layer import DTYPES, error_text, forced_backend_error
 
 __all__ = ["ModelCase", "MODELS", "VARIANTS", "model_cases", "build_model", "saved_activation_bytes",

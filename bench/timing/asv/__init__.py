@@ -18,6 +18,6 @@ from pathlib import Path
 try:
     import wcc  # noqa: F401
 except ImportError:
-    _root = str(Path(__file__).resolve().parents[2])
+    _root = str(Path(__file__).resolve().parents[3])
     if _root not in sys.path:
         sys.path.insert(0, _root)
