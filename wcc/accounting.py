@@ -31,6 +31,7 @@ from wcc.config import WCCConfig
 from wcc.convert import is_wcc_candidate
 from wcc.haar import padded_size
 from wcc.layers import QuantConv2d, WCCConv2d
+from wcc.rules import keep_count
 
 __all__ = [
     "LayerCost",
@@ -112,7 +113,7 @@ def layer_costs(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerCos
             c = m.config
             n, _, h, w = in_s
             dense = n * m.out_channels * m.in_channels * h * w
-            k = max(1, int(padded_size(h, c.levels) * padded_size(w, c.levels) * c.keep_ratio))
+            k = keep_count(h, w, c)
             out.append(LayerCost(name, "wcc", in_s, out_s, dense, n * m.out_channels * m.in_channels * k,
                                  n * transform_macs(m.in_channels, m.out_channels, h, w, c.levels),
                                  c.weight_bits, c.act_bits, c.keep_ratio, True))
@@ -180,7 +181,7 @@ def activation_bytes(shape: tuple[int, int, int, int], config: WCCConfig) -> tup
     n, c, h, w = shape
     bits = FP_BITS if config.act_bits is None else config.act_bits
     hp, wp = padded_size(h, config.levels), padded_size(w, config.levels)
-    k = max(1, int(hp * wp * config.keep_ratio))
+    k = keep_count(h, w, config)
     compressed = n * (c * k * bits + hp * wp) / 8
     dense = n * c * h * w * bits / 8
     return compressed, dense

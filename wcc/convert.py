@@ -21,6 +21,7 @@ from torch import nn
 
 from wcc.config import QuantConfig, WCCConfig
 from wcc.layers import QuantConv2d, WCCConv2d
+from wcc.rules import wcc_incompatibility
 
 __all__ = ["convert", "ConversionReport", "ConversionEntry", "is_wcc_candidate"]
 
@@ -66,13 +67,9 @@ def _describe(m: nn.Module) -> str:
 
 
 def is_wcc_candidate(m: nn.Module) -> bool:
-    """True for modules WCC replaces exactly: 1x1, stride 1, groups 1, no padding."""
-    if isinstance(m, WCCConv2d):
-        return True
-    if not isinstance(m, nn.Conv2d):
-        return False
-    pad_ok = m.padding in ("valid", "same") or tuple(m.padding) == (0, 0)
-    return tuple(m.kernel_size) == (1, 1) and tuple(m.stride) == (1, 1) and m.groups == 1 and pad_ok
+    """True for modules WCC replaces exactly: a WCC layer, or a conv that
+    :func:`wcc.rules.wcc_incompatibility` accepts (1x1, stride 1, groups 1, no padding)."""
+    return isinstance(m, WCCConv2d) or (isinstance(m, nn.Conv2d) and wcc_incompatibility(m) is None)
 
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:

@@ -19,24 +19,9 @@ from wcc.quant import (
     weight_quant,
     weight_quant_codes,
 )
+from wcc.rules import check_input, wcc_incompatibility
 
 __all__ = ["WCCConv2d", "QuantConv2d", "check_input"]
-
-
-def check_input(x: torch.Tensor, in_channels: int, layer: str) -> None:
-    """Reject bad inputs with a message instead of a crash deep inside torch."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{layer} expects a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{layer} expects a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
-    if x.shape[1] != in_channels:
-        raise ValueError(
-            f"{layer} expects {in_channels} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})"
-        )
-    if not x.is_floating_point():
-        raise TypeError(f"{layer} expects a floating-point input, got {x.dtype}")
-    if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
-        raise ValueError(f"{layer} got an empty input of shape {tuple(x.shape)}")
 
 
 def _check_dtype(x: torch.Tensor, weight: torch.Tensor, layer: str) -> None:
@@ -117,7 +102,9 @@ class WCCConv2d(nn.Module):
         """Build from a 1x1, stride-1, groups-1 conv (or a QuantConv2d/WCCConv2d: clips carry over)."""
         config = config if config is not None else WCCConfig()
         if isinstance(conv, nn.Conv2d):
-            _check_wcc_compatible(conv)
+            reason = wcc_incompatibility(conv)
+            if reason is not None:
+                raise ValueError(reason)
         elif not isinstance(conv, WCCConv2d):
             raise TypeError(f"expected an nn.Conv2d, got {type(conv).__name__}")
         act_alpha, weight_alpha = _clips_of(conv)
@@ -157,24 +144,6 @@ class WCCConv2d(nn.Module):
         c = self.config
         return (f"{self.in_channels}, {self.out_channels}, levels={c.levels}, keep_ratio={c.keep_ratio}, "
                 f"bits={c.label}, bias={self.bias is not None}, backend={c.backend!r}")
-
-
-def _check_wcc_compatible(conv: nn.Conv2d) -> None:
-    """WCC is exact only for pointwise convs: 1x1, stride 1, no padding or dilation effect, groups 1."""
-    ks = tuple(conv.kernel_size)
-    if ks != (1, 1):
-        raise ValueError(f"WCCConv2d needs a 1x1 conv: kernel_size={ks}")
-    if tuple(conv.stride) != (1, 1):
-        raise ValueError(f"WCCConv2d needs stride 1: stride={tuple(conv.stride)}")
-    if conv.groups != 1:
-        raise ValueError(f"WCCConv2d needs groups=1: groups={conv.groups}")
-    pad = conv.padding
-    if isinstance(pad, str):
-        if pad not in ("valid", "same"):
-            raise ValueError(f"WCCConv2d needs no padding: padding={pad!r}")
-    elif tuple(pad) != (0, 0):
-        raise ValueError(f"WCCConv2d needs padding 0: padding={tuple(pad)}")
-    # dilation has no effect on a 1x1 kernel.
 
 
 def _clips_of(conv: nn.Module) -> tuple[float, float]:

@@ -19,7 +19,6 @@ backend refuses it, an error, out of memory) becomes a row with ``error`` set in
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -220,9 +219,9 @@ class CaseGroup:
 def forced_backend_error(backend: str) -> str | None:
     """Why ``backend`` cannot be timed under a ``WCC_BACKEND`` override (it would silently force
     another backend and mislabel every row), or None."""
-    from wcc.backends import ENV_VAR
+    from wcc.backends import ENV_VAR, forced_backend
 
-    forced = os.environ.get(ENV_VAR, "").strip()
+    forced = forced_backend()
     if forced and forced != backend:
         return f"{ENV_VAR}={forced} forces backend {forced!r}; unset it to time {backend!r}"
     return None

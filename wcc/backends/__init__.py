@@ -14,16 +14,19 @@ from wcc.backends._registry import (
     BackendStatus,
     BackendUnavailableError,
     backend_status,
+    forced_backend,
     get_backend,
     list_backends,
     register_backend,
+    requested_backend,
     select_backend,
 )
-from wcc.backends.reference import keep_count, select_positions
+from wcc.backends.reference import select_positions
 from wcc.backends import cpu as _cpu  # noqa: F401  (registers the compiled CPU backend; builds lazily)
 from wcc.backends import triton as _triton_backend  # noqa: F401  (registers "triton"; Triton itself loads lazily)
 from wcc.config import WCCConfig
 from wcc.quant import WeightCodes
+from wcc.rules import keep_count
 
 __all__ = [
     "ENV_VAR",
@@ -35,6 +38,8 @@ __all__ = [
     "list_backends",
     "register_backend",
     "select_backend",
+    "forced_backend",
+    "requested_backend",
     "keep_count",
     "select_positions",
     "wcc_conv",

@@ -36,9 +36,9 @@ from typing import Iterator
 import torch
 
 from wcc.backends._registry import Backend, BackendUnavailableError, register_backend
-from wcc.backends.reference import keep_count
 from wcc.config import WCCConfig
 from wcc.haar import padded_size
+from wcc.rules import keep_count
 
 __all__ = ["CPUBackend", "CPU", "unsigned_act_quant_inference", "unsigned_act_quant_scratch"]
 

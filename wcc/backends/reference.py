@@ -15,14 +15,9 @@ from wcc.backends._registry import Backend, register_backend
 from wcc.config import WCCConfig
 from wcc.haar import haar2d, ihaar2d, pad_to_multiple, padded_size
 from wcc.quant import signed_act_quant
+from wcc.rules import keep_count
 
-__all__ = ["ReferenceBackend", "keep_count", "select_positions"]
-
-
-def keep_count(height: int, width: int, config: WCCConfig) -> int:
-    """k = floor(H' * W' * keep_ratio) over the padded size (at least one position)."""
-    hp, wp = padded_size(height, config.levels), padded_size(width, config.levels)
-    return max(1, int(hp * wp * config.keep_ratio))
+__all__ = ["ReferenceBackend", "select_positions"]
 
 
 def select_positions(coeffs: torch.Tensor, k: int) -> torch.Tensor:
