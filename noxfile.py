@@ -85,31 +85,25 @@ def _timing_stamp() -> str:
 
 
 def _bench(session: nox.Session, device: str, default_timing_args: str) -> None:
-    """The pytest-benchmark suite (posargs go to pytest), then ``python -m bench timing``.
+    """``python -m bench timing`` into ``results/timing/<device>-<stamp>.json``.
 
-    pytest-benchmark writes its JSON (a results-store record, see benchmarks/conftest.py) to
-    ``results/pytest-benchmark/`` and autosaves a baseline in ``.benchmarks/`` for
-    ``--benchmark-compare``. ``WCC_TIMING_ARGS`` replaces the timing command's default
-    arguments; the timing command ends the session with its WCC / dense ratio table.
+    Arguments after ``--`` replace the default ones (so does ``WCC_TIMING_ARGS``); the command
+    ends the session with its WCC / dense ratio table. Judge a change with
+    ``python -m bench compare BASE NEW`` (the one regression gate).
     """
     import shlex
 
-    stamp = _timing_stamp()
-    os.makedirs("results/pytest-benchmark", exist_ok=True)
-    session.run("python", "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", f"--bench-device={device}",
-                f"--benchmark-json=results/pytest-benchmark/{device}-{stamp}.json", "--benchmark-autosave",
-                *session.posargs)
-    timing_args = shlex.split(os.environ.get("WCC_TIMING_ARGS", default_timing_args))
+    timing_args = session.posargs or shlex.split(os.environ.get("WCC_TIMING_ARGS", default_timing_args))
     session.run("python", "-m", "bench", "timing", "--device", device, "--out", "results",
-                "--name", f"{device}-{stamp}", *timing_args)
+                "--name", f"{device}-{_timing_stamp()}", *timing_args)
 
 
 @nox.session(venv_params=VENV_PARAMS)
 def bench_cpu(session: nox.Session) -> None:
-    """CPU timing: pytest-benchmark suite + ``bench timing --quick`` (full grid: WCC_TIMING_ARGS="").
+    """CPU timing: ``bench timing --quick`` (full grid: ``WCC_TIMING_ARGS=""``).
 
-    Compare against a saved baseline: ``nox -s bench_cpu -- --benchmark-compare
-    --benchmark-compare-fail=median:15%``.
+    Compare against an earlier record: ``python -m bench compare results/timing/OLD.json
+    results/timing/NEW.json``.
     """
     _install(session, "bench,cpu")
     _bench(session, "cpu", "--quick")
@@ -117,7 +111,7 @@ def bench_cpu(session: nox.Session) -> None:
 
 @nox.session(venv_params=VENV_PARAMS)
 def bench_gpu(session: nox.Session) -> None:
-    """CUDA timing: pytest-benchmark suite + the full ``bench timing`` grid (float16/bfloat16).
+    """CUDA timing: the full ``bench timing`` grid (float16/bfloat16).
 
     Needs a CUDA GPU; exits with an explanation where there is none.
     """

@@ -144,7 +144,7 @@ SCHEMAS["timing"] = {
         "environment": _PROBED_ENV,
     },
 }
-# pytest-benchmark's own JSON (``--benchmark-json``), tagged by benchmarks/conftest.py so that the
+# pytest-benchmark's own JSON (``--benchmark-json``), as the retired benchmarks/conftest.py tagged it so that the
 # file is a store record: its environment (with probes) and a ratio_to_dense in every extra_info.
 SCHEMAS["pytest-benchmark"] = {
     "type": "object",

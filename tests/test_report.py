@@ -311,7 +311,7 @@ def test_report_cli(tmp_path: Path, history, capsys: pytest.CaptureFixture[str])
 
 
 def _pytest_benchmark_record(seed: int, slowdown: float) -> dict:
-    """A pytest-benchmark JSON as benchmarks/conftest.py tags it (raw samples saved)."""
+    """A pytest-benchmark JSON as the retired benchmarks/conftest.py tagged it (such records still load)."""
     from _results_history import _env
 
     rng = np.random.default_rng(seed)

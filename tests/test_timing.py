@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import builtins
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -270,10 +269,12 @@ def test_nvml_old_names_and_unreadable_fields() -> None:
 
 
 def test_nvml_probe_on_this_machine_never_raises() -> None:
+    # Either the GPU's identity or a recorded reason; never an exception, never a bare value.
     out = probes.nvml_probe()
-    assert isinstance(out, (dict, str))
-    if isinstance(out, str):
-        assert probes.is_unavailable(out)
+    if isinstance(out, dict):
+        assert {"name", "driver_version"} <= set(out)
+    else:
+        assert probes.is_unavailable(out) and len(out) > len("unavailable: ")
 
 
 def test_energy_meter_nvml_window() -> None:
@@ -308,17 +309,10 @@ def test_probe_all_is_json() -> None:
 # ------------------------------------------------------------------------------------ timer
 
 
-def test_median_iqr_matches_numpy() -> None:
-    np = pytest.importorskip("numpy")
-    for values in ([3.0], [2.0, 1.0], [5.0, 1.0, 4.0, 2.0, 3.0], [0.1, 0.7, 0.2, 0.9, 0.4, 0.3]):
-        med, iqr = median_iqr(values)
-        assert med == pytest.approx(np.median(values))
-        assert iqr == pytest.approx(np.percentile(values, 75) - np.percentile(values, 25))
-    with pytest.raises(ValueError):
-        median_iqr([])
-
-
 def test_timing_to_dict() -> None:
+    with pytest.raises(ValueError, match="at least one sample"):
+        median_iqr([])
+    assert median_iqr([3.0]) == (3.0, 0.0)
     t = Timing((0.3, 0.1, 0.2, 0.4), number=2, warmup=3)
     d = t.to_dict()
     assert d["median_s"] == pytest.approx(0.25) and d["n_samples"] == 4 and d["samples"] == [0.3, 0.1, 0.2, 0.4]
@@ -491,18 +485,6 @@ def test_cli_help_and_cuda_refusal(tmp_path: Path) -> None:
         from bench.timing.cli import run
 
         assert run(_args(tmp_path, "--device", "cuda")) == 2
-
-
-def test_pytest_benchmark_ratios() -> None:
-    spec = importlib.util.spec_from_file_location("_bench_conftest", REPO / "benchmarks/conftest.py")
-    conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conftest)
-    benchmarks = [{"extra_info": {"case": "a", "op": "dense_nchw"}, "stats": {"median": 2.0}},
-                  {"extra_info": {"case": "a", "op": "matmul"}, "stats": {"median": 1.0}},
-                  {"extra_info": {"case": "a", "op": "wcc"}, "stats": {"median": 0.5}},
-                  {"extra_info": {"case": "b", "op": "wcc"}, "stats": {"median": 0.5}}]
-    conftest.add_benchmark_ratios(benchmarks)
-    assert [b["extra_info"]["ratio_to_dense"] for b in benchmarks] == [2.0, 1.0, 0.5, None]
 
 
 def test_stable_probes_drop_volatile_readings() -> None:

@@ -1,22 +1,18 @@
-"""One 1x1 layer forward: dense conv vs WCC (J=3, 25% kept, 8/8) on each backend."""
+"""One 1x1 layer forward: dense conv vs WCC (J=3, 25% kept, 8/8) on each backend.
+
+The cases are the suite's own (:class:`bench.timing.layer.CaseGroup` builds the input, the
+seeded source conv and the op), so asv and ``python -m bench timing`` time the same thing; asv
+only adds its per-commit history. A commit without those cases, or a backend the commit or
+machine lacks, is skipped.
+"""
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from ._common import TIMER, device, require, sync
 
-from ._common import TIMER, device, sync, wcc_layer
-
+# The extra shape set of bench.timing.shapes (literal: asv needs its parameters at discovery).
 SHAPES = ["1x256x256@128x256", "1x320x1280@64x128", "1x144x24@256x512"]
 OPS = ["dense", "wcc-reference", "wcc-cpu", "wcc-triton"]
-
-
-def _parse(shape: str) -> tuple[int, int, int, int, int]:
-    left, right = shape.split("@")
-    n, c_in, c_out = (int(v) for v in left.split("x"))
-    h, w = (int(v) for v in right.split("x"))
-    return n, c_in, c_out, h, w
 
 
 class LayerForward:
@@ -31,22 +27,24 @@ class LayerForward:
     timeout = 300
 
     def setup(self, shape: str, op: str) -> None:
-        torch.manual_seed(0)
-        n, c_in, c_out, h, w = _parse(shape)
+        layer = require("bench.timing.layer", "suite layer cases")
+        shapes = require("bench.timing.shapes", "suite shape sets")
+        backends = require("wcc.backends", "backend registry")
         self.dev = device()
-        dtype = torch.float32 if self.dev.type == "cpu" else torch.float16
-        conv = nn.Conv2d(c_in, c_out, 1).to(self.dev, dtype)
-        self.x = torch.randn(n, c_in, h, w, device=self.dev, dtype=dtype)
+        dtype = "float32" if self.dev.type == "cpu" else "float16"
+        conv_shape = shapes.parse_shape(shape)
         if op == "dense":
-            self.fn = lambda: F.conv2d(self.x, conv.weight, conv.bias)
+            case = layer.LayerCase("extra", conv_shape, op="dense_nchw", dtype=dtype)
         else:
-            layer = wcc_layer(conv, op.split("-", 1)[1], 0.25, self.x)
-            self.fn = lambda: layer(self.x)
-        with torch.no_grad():
-            self.fn()  # first call: lazy initialisation, kernel builds
+            case = layer.LayerCase("extra", conv_shape, op="wcc", dtype=dtype, backend=op.split("-", 1)[1],
+                                   keep_ratio=0.25, levels=3)
+        try:
+            self.fn = layer.CaseGroup(conv_shape, "fwd", dtype, self.dev).callable(case)
+        except backends.BackendUnavailableError as exc:
+            raise NotImplementedError(str(exc)) from None
+        self.fn()  # first call: lazy initialisation, kernel builds
         sync(self.dev)
 
     def time_forward(self, shape: str, op: str) -> None:
-        with torch.no_grad():
-            self.fn()
+        self.fn()
         sync(self.dev)

@@ -1,4 +1,8 @@
-"""DeepLabV3+-MobileNetV2 inference forward: FP32, 8/8 and WCC 25% (backend "auto")."""
+"""DeepLabV3+-MobileNetV2 inference forward: FP32, 8/8 and WCC 25% (backend "auto").
+
+The models are the suite's (:func:`bench.timing.model.build_model`: the paper's surgery of one
+seeded model), so asv and ``python -m bench timing`` time the same variants.
+"""
 
 from __future__ import annotations
 
@@ -19,23 +23,16 @@ class ModelForward:
     timeout = 600
 
     def setup(self, variant: str) -> None:
-        models = require("wcc.models", "wcc.models")
-        from wcc.config import QuantConfig, WCCConfig
-        from wcc.convert import convert
-
+        model = require("bench.timing.model", "suite model cases")
         self.dev = device()
         # Coarse and CPU-friendly; a CUDA run uses the paper's resolution.
-        size = (128, 256) if self.dev.type == "cpu" else (1024, 2048)
-        torch.manual_seed(0)
-        model = models.deeplabv3plus_mobilenetv2()
-        keep_fp = models.paper_keep_fp(model)
-        if variant == "8/8":
-            convert(model, QuantConfig(8, 8), keep_fp=keep_fp)
-        elif variant.startswith("WCC"):
-            convert(model, WCCConfig(levels=3, keep_ratio=0.25), keep_fp=keep_fp)
-        dtype = torch.float32 if self.dev.type == "cpu" else torch.float16
-        self.model = model.to(self.dev, dtype).eval()
-        self.x = torch.randn(1, 3, *size, device=self.dev, dtype=dtype)
+        height, width = (128, 256) if self.dev.type == "cpu" else (1024, 2048)
+        dtype = "float32" if self.dev.type == "cpu" else "float16"
+        case = model.ModelCase("deeplabv3plus-mobilenetv2", "dense" if variant == "FP32" else variant, 1, height,
+                               width, dtype=dtype, backend="auto" if variant.startswith("WCC") else None)
+        self.model = model.build_model(case, self.dev)
+        param_dtype = next(self.model.parameters()).dtype
+        self.x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0)).to(self.dev, param_dtype)
         with torch.no_grad():
             self.model(self.x)
         sync(self.dev)
