@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from bench.rows import LayerRow, ModelRow, row_schema
+
 __all__ = ["ResultStore", "SchemaError", "atomic_write_text", "validate", "SCHEMAS", "schema_id"]
 
 
@@ -64,64 +66,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-# ---- timing (bench.timing): layer and model rows, raw samples kept for rank tests ----
-_INT0 = {"type": "integer", "minimum": 0}
-_STR_OR_NULL = {"type": ["string", "null"]}
-_TIMED = {  # fields every timed row carries; error set <=> nothing was timed
-    "median_s": _NUM,
-    "iqr_s": _NUM,
-    "n_samples": _INT0,
-    "samples": {"type": "array", "items": {"type": "number", "minimum": 0}},
-    "number": _INT0,
-    "ratio_to_dense": _NUM,
-    "error": _STR_OR_NULL,
-    "energy": {"type": ["object", "null"]},
-}
-_TIMED_OK = {  # a row without error has real statistics
-    "if": {"properties": {"error": {"type": "null"}}},
-    "then": {"properties": {"median_s": {"type": "number", "minimum": 0}, "iqr_s": {"type": "number", "minimum": 0},
-                            "n_samples": {"type": "integer", "minimum": 1},
-                            "samples": {"type": "array", "minItems": 1}}},
-}
-_LAYER_ROW = {
-    "type": "object",
-    "required": ["shape_set", "shape", "shape_label", "op", "direction", "dtype", "backend", "keep_ratio",
-                 "levels", "dense_op", *_TIMED],
-    "properties": {
-        "shape_set": {"type": "string"},
-        "shape": {"type": "object", "required": ["batch", "c_in", "c_out", "height", "width"],
-                  "additionalProperties": {"type": "integer", "minimum": 1}},
-        "shape_label": {"type": "string"},
-        "op": {"enum": ["wcc", "dense_nchw", "dense_cl", "matmul", "quantconv"]},
-        "direction": {"enum": ["fwd", "fwdbwd"]},
-        "dtype": {"enum": ["float32", "float16", "bfloat16"]},
-        "backend": _STR_OR_NULL,
-        "keep_ratio": _NUM,
-        "levels": {"type": ["integer", "null"]},
-        "dense_op": _STR_OR_NULL,
-        **_TIMED,
-    },
-    **_TIMED_OK,
-}
-_MODEL_ROW = {
-    "type": "object",
-    "required": ["model", "variant", "backend", "input", "dtype", "keep_ratio", "peak_mem_bytes",
-                 "train_saved_bytes", "train_peak_bytes", *_TIMED],
-    "properties": {
-        "model": {"type": "string"},
-        "variant": {"type": "string"},
-        "backend": _STR_OR_NULL,
-        "input": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 4, "maxItems": 4},
-        "dtype": {"enum": ["float32", "float16", "bfloat16"]},
-        "keep_ratio": _NUM,
-        "peak_mem_bytes": {"type": ["integer", "null"]},
-        "train_saved_bytes": {"type": ["integer", "null"]},
-        "train_peak_bytes": {"type": ["integer", "null"]},
-        "memory_error": _STR_OR_NULL,
-        **_TIMED,
-    },
-    **_TIMED_OK,
-}
+# ---- timing (bench.timing): layer and model rows, derived from their typed definitions ----
+_LAYER_ROW = row_schema(LayerRow)
+_MODEL_ROW = row_schema(ModelRow)
 _PROBED_ENV = {  # timing results also carry the device probes (bench.timing.probes)
     "allOf": [_ENV, {"required": ["probes"],
                      "properties": {"probes": {"type": "object", "required": ["cpu", "nvml", "jetson"]}}}],

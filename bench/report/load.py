@@ -28,6 +28,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from bench.rows import LayerRow, ModelRow, report_columns, required_report_fields
+
 __all__ = ["Results", "LoadError", "load_results", "record_files", "version_of", "machine_of", "KINDS"]
 
 KINDS = ("tables", "timing", "pytest-benchmark")
@@ -38,10 +40,9 @@ _REQUIRED = {
     "timing": ("environment", "created", "name", "device", "layer_rows", "model_rows"),
     "pytest-benchmark": ("environment", "created", "benchmarks"),
 }
-_LAYER_FIELDS = ("shape_set", "shape_label", "op", "direction", "dtype", "backend", "keep_ratio", "levels",
-                 "median_s", "iqr_s", "samples", "ratio_to_dense", "error")
-_MODEL_FIELDS = ("model", "variant", "backend", "input", "dtype", "keep_ratio", "median_s", "iqr_s", "samples",
-                 "ratio_to_dense", "peak_mem_bytes", "train_saved_bytes", "train_peak_bytes", "error")
+# Timing rows: the columns and the fields every row must have come from the typed rows (bench.rows).
+_LAYER_FIELDS = tuple(required_report_fields(LayerRow))
+_MODEL_FIELDS = tuple(required_report_fields(ModelRow))
 
 
 class LoadError(ValueError):
@@ -203,13 +204,13 @@ def _row_frame(base: dict[str, Any], rows: list[dict[str, Any]], fields: tuple[s
 
 def _layer_rows(base: dict[str, Any], rec: dict[str, Any], path: Path) -> pd.DataFrame:
     _rows(path, rec["layer_rows"], _LAYER_FIELDS, "layer_rows")
-    fields = (*_LAYER_FIELDS, "dense_op", "dense_median_s")
-    return _row_frame(base, rec["layer_rows"], fields, {"source": "timing", "device": rec["device"]})
+    return _row_frame(base, rec["layer_rows"], tuple(report_columns(LayerRow)),
+                      {"source": "timing", "device": rec["device"]})
 
 
 def _model_rows(base: dict[str, Any], rec: dict[str, Any], path: Path) -> pd.DataFrame:
     _rows(path, rec["model_rows"], _MODEL_FIELDS, "model_rows")
-    df = _row_frame(base, rec["model_rows"], (*_MODEL_FIELDS, "memory_error"),
+    df = _row_frame(base, rec["model_rows"], tuple(report_columns(ModelRow)),
                     {"source": "timing", "device": rec["device"]})
     df["input"] = ["x".join(str(v) for v in i) for i in df["input"]]
     return df
@@ -233,11 +234,8 @@ _COLUMNS = {
     "tables": ["table", "row_id", "precision", "shrinkage", "data", "synthetic", "profile", "run_id", "device",
                "keep_ratio", "act_bits", "weight_bits", "levels", "config_kind", "bops", "bops_paper",
                "bops_convention", "metrics", "metrics_paper"],
-    "layer": ["source", "device", "shape_set", "shape_label", "op", "direction", "dtype", "backend", "keep_ratio",
-              "levels", "median_s", "iqr_s", "samples", "ratio_to_dense", "dense_op", "dense_median_s", "error"],
-    "model": ["source", "device", "model", "variant", "backend", "input", "dtype", "keep_ratio", "median_s", "iqr_s",
-              "samples", "ratio_to_dense", "peak_mem_bytes", "train_saved_bytes", "train_peak_bytes", "error",
-              "memory_error"],
+    "layer": ["source", "device", *report_columns(LayerRow)],
+    "model": ["source", "device", *report_columns(ModelRow)],
     "pbench": ["source", "name", "case", "op", "backend", "median_s", "iqr_s", "samples", "n_samples", "ratio_to_dense",
                "error"],
 }

@@ -9,9 +9,10 @@ built, and every op runs on them in the same process:
 * ``quantconv`` - :class:`wcc.layers.QuantConv2d` at 8/8 (the quantized dense layer);
 * ``wcc`` - :class:`wcc.layers.WCCConv2d` at 8/8 for each backend, keep ratio and level count.
 
-The *dense* reference of a group is the fastest of the three dense ops, so a WCC speed-up is
-never measured against a weak baseline; every row carries ``ratio_to_dense`` = its median over
-that best dense median. ``fwdbwd`` times forward plus backward to the input and every parameter
+The *dense* reference of a group is the fastest of the three dense ops
+(:func:`bench.baseline.best_dense`), so a WCC speed-up is never measured against a weak
+baseline; every row carries ``ratio_to_dense`` = its median over that best dense median. Rows
+are :class:`bench.rows.LayerRow` (the typed definition behind the store's schema). ``fwdbwd`` times forward plus backward to the input and every parameter
 (``torch.autograd.grad``, so no gradient accumulation is timed). A case that cannot run (a
 backend refuses it, an error, out of memory) becomes a row with ``error`` set instead of a crash.
 """
@@ -27,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.baseline import DENSE_OPS, best_dense
+from bench.rows import DIRECTIONS, LAYER_OPS, LayerRow
 from bench.timing.harness import time_callable
 from bench.timing.shapes import ConvShape, shape_set
 
@@ -44,9 +47,7 @@ __all__ = [
     "error_text",
 ]
 
-OPS = ("wcc", "dense_nchw", "dense_cl", "matmul", "quantconv")
-DENSE_OPS = ("dense_nchw", "dense_cl", "matmul")
-DIRECTIONS = ("fwd", "fwdbwd")
+OPS = LAYER_OPS
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -246,26 +247,20 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
 
 
+def _layer_group(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (row["shape_set"], row["shape_label"], row["direction"], row["dtype"])
+
+
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """Set ``ratio_to_dense``, ``dense_op`` and ``dense_median_s`` on every row, in place: the
-    reference of a group is its fastest dense op (None when no dense op ran)."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for row in rows:
-        key = (row["shape_set"], row["shape_label"], row["direction"], row["dtype"])
-        groups.setdefault(key, []).append(row)
-    for members in groups.values():
-        dense = [r for r in members if r["op"] in DENSE_OPS and r.get("median_s") is not None]
-        best = min(dense, key=lambda r: r["median_s"]) if dense else None
-        for r in members:
-            r["dense_op"] = best["op"] if best else None
-            r["dense_median_s"] = best["median_s"] if best else None
-            r["ratio_to_dense"] = (r["median_s"] / best["median_s"]
-                                   if best and r.get("median_s") is not None else None)
-
-
-def _empty_timing(error: str) -> dict[str, Any]:
-    return {"median_s": None, "iqr_s": None, "n_samples": 0, "samples": [], "number": 0, "warmup": 0,
-            "error": error, "energy": None}
+    reference of a group (shape set, shape, direction, dtype) is its best dense op
+    (:func:`bench.baseline.best_dense`; None when no dense op ran)."""
+    best = best_dense(rows, _layer_group, lambda r: r["op"], lambda r: r.get("median_s"))
+    for r in rows:
+        b = best.get(_layer_group(r))
+        r["dense_op"] = b["op"] if b else None
+        r["dense_median_s"] = b["median_s"] if b else None
+        r["ratio_to_dense"] = r["median_s"] / b["median_s"] if b and r.get("median_s") is not None else None
 
 
 def run_layer_benchmarks(
@@ -275,7 +270,7 @@ def run_layer_benchmarks(
     meter: Any = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Time every case; returns one row per case (see the ``timing`` schema in bench.store)."""
+    """Time every case; returns one stored row per case (:class:`bench.rows.LayerRow`, as a dict)."""
     from tqdm import tqdm
 
     device = torch.device(device)
@@ -285,7 +280,7 @@ def run_layer_benchmarks(
     bar = tqdm(cases, desc="layers", unit="case", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     for case in bar:
         bar.set_postfix_str(case.label, refresh=False)
-        row = case.to_row()
+        row: dict[str, Any] = {}
         try:
             if group is None or (group.shape, group.direction, group.dtype) != (case.shape, case.direction,
                                                                                  DTYPES[case.dtype]):
@@ -296,14 +291,14 @@ def run_layer_benchmarks(
             # The meter's window wraps the samples only, not the warm-up.
             window = meter.window() if meter is not None and meter.available else None
             timing = time_callable(fn, device, window=window, **timer)
-            row.update(timing.to_dict(), error=None, energy=window.to_dict() if window is not None else None)
+            row = dict(timing.to_dict(), energy=window.to_dict() if window is not None else None)
         except Exception as exc:  # noqa: BLE001 - one failing case must not end the run
-            row.update(_empty_timing(error_text(exc)))
+            row = {"error": error_text(exc)}  # the row's defaults: nothing timed
             if isinstance(exc, torch.OutOfMemoryError):
                 group = None
         finally:
             fn = None  # noqa: F841 - drop the layer before the next case allocates
-        rows.append(row)
+        rows.append(LayerRow(**case.to_row(), **row).to_dict())
     _free(device)
     add_ratios(rows)
     return rows

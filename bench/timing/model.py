@@ -38,6 +38,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from bench.baseline import best_dense
+from bench.rows import ModelRow
 from bench.timing.harness import time_callable
 from bench.timing.layer import DTYPES, error_text, forced_backend_error
 
@@ -271,12 +273,22 @@ PEAK_METHOD = {
 # ------------------------------------------------------------------------------------ runner
 
 
+def _model_group(row: dict[str, Any]) -> tuple[str, tuple[int, ...], str]:
+    return (row["model"], tuple(row["input"]), row["dtype"])
+
+
+def _model_op(row: dict[str, Any]) -> str | None:
+    """``"dense"`` for the dense variant (its label is the dtype's: FP32, FP16, BF16)."""
+    return "dense" if row["keep_ratio"] is None and row["variant"] in _DENSE_LABEL.values() else None
+
+
 def _add_model_ratios(rows: list[dict[str, Any]]) -> None:
-    dense = {(r["model"], tuple(r["input"]), r["dtype"]): r["median_s"] for r in rows
-             if r["keep_ratio"] is None and r["variant"] in _DENSE_LABEL.values() and r.get("median_s")}
+    """``ratio_to_dense`` against the dense model of the same model, input and dtype
+    (:func:`bench.baseline.best_dense` over the dense variants)."""
+    best = best_dense(rows, _model_group, _model_op, lambda r: r.get("median_s"), dense_ops=("dense",))
     for r in rows:
-        ref = dense.get((r["model"], tuple(r["input"]), r["dtype"]))
-        r["ratio_to_dense"] = r["median_s"] / ref if ref and r.get("median_s") is not None else None
+        ref = best.get(_model_group(r))
+        r["ratio_to_dense"] = r["median_s"] / ref["median_s"] if ref and r.get("median_s") is not None else None
 
 
 def run_model_benchmarks(
@@ -287,18 +299,15 @@ def run_model_benchmarks(
     memory: bool = True,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Time (and measure the memory of) every case; one row per case."""
+    """Time (and measure the memory of) every case; one stored row per case
+    (:class:`bench.rows.ModelRow`, as a dict)."""
     from tqdm import tqdm
 
     device = torch.device(device)
     rows = []
     for case in tqdm(cases, desc="models", unit="variant", file=sys.stderr, disable=not progress,
                      dynamic_ncols=True):
-        row = case.to_row()
-        row.update(median_s=None, iqr_s=None, n_samples=0, samples=[], number=0, warmup=0, energy=None,
-                   peak_mem_bytes=None, train_saved_bytes=None, train_peak_bytes=None,
-                   peak_mem_method=PEAK_METHOD[device.type] if memory else None, error=None,
-                   memory_error=None)
+        row: dict[str, Any] = {"peak_mem_method": PEAK_METHOD[device.type] if memory else None, "error": None}
         model = None
         try:
             model = build_model(case, device)
@@ -321,7 +330,7 @@ def run_model_benchmarks(
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        rows.append(row)
+        rows.append(ModelRow(**case.to_row(), **row).to_dict())
     _add_model_ratios(rows)
     return rows
 
