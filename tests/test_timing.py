@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -298,6 +299,18 @@ def test_energy_meter_jetson_rails_window() -> None:
     assert rails["POM_5V_IN"]["avg_power_w"] == pytest.approx(4.112)
     assert rails["POM_5V_IN"]["energy_j"] == pytest.approx(4.112 * w.window_s)
     assert rails["POM_5V_IN"]["n_samples"] >= 1
+
+
+def test_bench_info_prints_the_device_probes(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.cli import main
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "backends (auto tries them in this order):" in out and "device probes (cpu):" in out
+    cpu = re.search(r"^  cpu\s+(\{.*\})$", out, re.M)
+    assert cpu and json.loads(cpu.group(1))["logical_cpus"] >= 1
+    for name in ("nvml", "jetson", "cuda_device"):
+        assert re.search(rf"^  {name}\s+\S", out, re.M), name
 
 
 def test_probe_all_is_json() -> None:
