@@ -1,4 +1,4 @@
-"""Quantizers: values and straight-through / learned-clip gradients as written in DESIGN 3.3."""
+"""Quantizers: values and straight-through / learned-clip gradients as written in docs/design.md §3.3."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Cost accounting: MACs, BOPs, equivalent bits, activation bytes (DESIGN 3.7).
+"""Cost accounting: MACs, BOPs, equivalent bits, activation bytes (docs/design.md §3.7).
 
 Two BOP conventions:
 
@@ -15,7 +15,7 @@ butterfly is a 4-term sum of +-1 multiples; the 1/2 is a shift), over the padded
 forward transform of the input (C_in channels) and the inverse transform of the output (C_out
 channels). Its filter weights are +-1, so it counts at ``act_bits x 1`` bits. On DeepLabV3+ at
 1024x2048 that gives about 19 B at 8 bits, the rate-independent overhead fitted from the
-published rows (DESIGN 3.7).
+published rows (docs/design.md §3.7).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Model surgery (DESIGN 3.5): swap convolutions for WCC / quantized layers.
+"""Model surgery (docs/design.md §3.5): swap convolutions for WCC / quantized layers.
 
 With a :class:`WCCConfig`, every 1x1 stride-1 groups-1 conv becomes a :class:`WCCConv2d` and
 every other conv a :class:`QuantConv2d` at the config's bits. With a :class:`QuantConfig`,

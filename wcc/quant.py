@@ -1,4 +1,4 @@
-"""Reference-compatible fake quantizers with learned clip values (DESIGN 3.3).
+"""Reference-compatible fake quantizers with learned clip values (docs/design.md §3.3).
 
 All three quantizers map a tensor to ``alpha * q`` where ``q`` lies on a uniform grid in
 ``[-1, 1]`` (or ``(-inf, 1]`` for the unsigned one) and ``alpha`` is a learnable scalar clip.

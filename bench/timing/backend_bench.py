@@ -8,7 +8,7 @@ it over) against ``F.conv2d`` with the same 1x1 weight (cuDNN, ``cudnn.benchmark
 against the reference backend with the suite's one harness (:func:`bench.timing.harness.time_callable`:
 CUDA events, warm-up, ``reps`` samples); reports the median. The triton
 backend is timed with each forward strategy (``_autograd.FORWARD_STRATEGY``: "gather", the
-default, and "compact"). Targets from the issue: triton <= 1.0x dense latency and >= 3x faster
+default, and "compact"). Targets (docs/design.md §8): triton <= 1.0x dense latency and >= 3x faster
 than the reference.
 
 On a CPU (for a smoke test under ``TRITON_INTERPRET=1``) the harness times with

@@ -43,7 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "dense and WCC 25%% (preferred backend) at a small model input; fewer samples")
     parser.add_argument("--out", default="results", help="results store root (default: results)")
     parser.add_argument("--name", help="record name (default: <device>-<quick|full>-<UTC time>)")
-    g = parser.add_argument_group("layer grid (defaults: the issue's full grid, or --quick's)")
+    g = parser.add_argument_group("layer grid (defaults: the full grid, or --quick's)")
     g.add_argument("--shape-sets", type=_csv(), metavar="A,B", help="named shape sets (see bench.timing.shapes)")
     g.add_argument("--shapes", type=_csv(), metavar="NxCIxCO@HxW,...",
                    help="extra shapes, timed as the set 'custom' (e.g. 1x64x64@32x32)")

@@ -129,7 +129,7 @@ class LayerGrid:
 
 
 def default_grid(device: str, quick: bool) -> LayerGrid:
-    """The issue's grid: model shape sets plus the extras, 4 keep ratios, J = 1..3, fwd and
+    """The layer grid (docs/design.md §7): model shape sets plus the extras, 4 keep ratios, J = 1..3, fwd and
     fwd+bwd, float32 on the CPU and float16/bfloat16 on CUDA. ``quick``: the three extra
     shapes, keep 1.0 and 0.25, J = 3, forward (plus forward+backward on the first shape)."""
     dtypes = ("float32",) if device == "cpu" else ("float16", "bfloat16")

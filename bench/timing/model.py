@@ -113,7 +113,7 @@ class ModelCase:
 def model_cases(device: str, quick: bool, backends: list[str], model: str = "deeplabv3plus-mobilenetv2",
                 resolution: tuple[int, int] | None = None, dtype: str | None = None,
                 batch: int = 1) -> list[ModelCase]:
-    """The issue's model grid: 1024x2048 on CUDA (float16), 512x1024 on the CPU (float32), WCC
+    """The model grid (docs/design.md §7): 1024x2048 on CUDA (float16), 512x1024 on the CPU (float32), WCC
     variants on every backend in ``backends``. ``quick``: dense and WCC 25% on the first backend
     (the preferred one: ``backends`` come in priority order) at 128x256 (CPU) or 512x1024 (CUDA)."""
     if resolution is None:

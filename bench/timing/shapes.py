@@ -54,7 +54,7 @@ def parse_shape(text: str) -> ConvShape:
     return ConvShape(batch, c_in, c_out, height, width)
 
 
-#: Shapes named by the benchmark issue: a square-ish mid layer, a wide expansion at low
+#: The extra shapes (docs/design.md §7): a square-ish mid layer, a wide expansion at low
 #: resolution (compute bound) and a narrow projection at high resolution (memory bound).
 EXTRA_SHAPES: tuple[ConvShape, ...] = (
     ConvShape(1, 256, 256, 128, 256),
@@ -95,7 +95,7 @@ def _depth_192x640() -> list[ConvShape]:
     return model_pointwise_shapes(depth_mobilenetv2(), (1, 3, 192, 640))
 
 
-#: name -> builder. Model sets are named after where they come from (DESIGN 7).
+#: name -> builder. Model sets are named after where they come from (docs/design.md §7).
 SHAPE_SETS: dict[str, Callable[[], list[ConvShape]]] = {
     "deeplabv3plus-mobilenetv2@1024x2048": _deeplab_1024x2048,
     "depth-mobilenetv2@192x640": _depth_192x640,

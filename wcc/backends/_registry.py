@@ -1,7 +1,7 @@
 """Backend registry and the explainable ``backend="auto"`` dispatch.
 
 A backend implements one op, :meth:`Backend.wcc_conv`, with the semantics of the reference
-backend (DESIGN 3.4). Each backend says whether it can run at all on this machine
+backend (docs/design.md §3.4). Each backend says whether it can run at all on this machine
 (:meth:`Backend.unavailable_reason`) and whether it supports a given call
 (:meth:`Backend.unsupported_reason`). ``auto`` takes the first backend, in priority order,
 that has no reason to refuse; when none fits the error lists every backend's reason.

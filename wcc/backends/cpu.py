@@ -1,6 +1,6 @@
 """The ``cpu`` backend: compiled, fused kernels for the WCC op on CPU tensors.
 
-Same op as the reference backend (DESIGN 3.4), organised for memory traffic (DESIGN 8): the
+Same op as the reference backend (docs/design.md §3.4), organised for memory traffic (docs/design.md §8): the
 Haar transform is fused with the per-position channel energy in one pass over the input, the
 top-k is a selection (radix histogram, then ``nth_element`` on one bin), and the GEMM runs on
 the kept columns only, one band of 2^J rows at a time while they are in cache, with the scatter

@@ -1,6 +1,6 @@
 """Cityscapes semantic segmentation reader (real layout; SynthStreets writes the same layout).
 
-Layout (DESIGN section 5)::
+Layout (docs/design.md §5)::
 
     {root}/leftImg8bit/{split}/{city}/{city}_{seq:06d}_{frame:06d}_leftImg8bit.png
     {root}/gtFine/{split}/{city}/{city}_{seq:06d}_{frame:06d}_gtFine_labelIds.png

@@ -1,6 +1,6 @@
 """KITTI depth reader: raw-drive RGB plus annotated uint16 depth (SynthStreets writes the same).
 
-Layout (one consistent layout, DESIGN section 5)::
+Layout (one consistent layout, docs/design.md §5)::
 
     RGB:   {root}/{date}/{date}_drive_{NNNN}_sync/image_02/data/{frame:010d}.png
     depth: {root}/{date}/{date}_drive_{NNNN}_sync/proj_depth/groundtruth/image_02/{frame:010d}.png

@@ -1,4 +1,4 @@
-"""Monocular depth metrics of Eigen et al., with the KITTI evaluation protocol (DESIGN section 6).
+"""Monocular depth metrics of Eigen et al., with the KITTI evaluation protocol (docs/design.md §6).
 
 Per image:
 

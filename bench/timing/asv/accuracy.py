@@ -1,4 +1,4 @@
-"""Accuracy as errors (lower is better, DESIGN 7) on a tiny fixed synthetic eval.
+"""Accuracy as errors (lower is better, docs/design.md §7) on a tiny fixed synthetic eval.
 
 The eval needs no training and no download: 8 SynthStreets scenes (128x256, seed 0) fit a
 per-pixel linear classifier in closed form (ridge regression on fixed features: seeded random
