@@ -195,11 +195,12 @@ def identity_type(cls: type[TimedRow]) -> type:
     return collections.namedtuple(f"{cls.__name__.removesuffix('Row')}Key", (*CONTEXT, *key_fields(cls)))
 
 
-LayerKey = identity_type(LayerRow)
-ModelKey = identity_type(ModelRow)
+# Typed as Any: they are built from the rows at import time, which a static checker cannot follow.
+LayerKey: Any = identity_type(LayerRow)
+ModelKey: Any = identity_type(ModelRow)
 
 
 #: Identity of an accuracy measurement (one row of a published table, see :mod:`bench.tables`).
-AccuracyKey = collections.namedtuple("AccuracyKey", ("table", "profile", "data", "row_id"))
+AccuracyKey: Any = collections.namedtuple("AccuracyKey", ("table", "profile", "data", "row_id"))
 #: Identity of a benchmark in a (retired) pytest-benchmark record.
-PytestBenchmarkKey = collections.namedtuple("PytestBenchmarkKey", ("source", "threads", "name"))
+PytestBenchmarkKey: Any = collections.namedtuple("PytestBenchmarkKey", ("source", "threads", "name"))

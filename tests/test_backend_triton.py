@@ -26,9 +26,9 @@ import wcc.backends.reference as reference_module  # noqa: E402
 from wcc import WCCConfig, WCCConv2d  # noqa: E402
 from wcc.backends import BackendUnavailableError, get_backend, list_backends, select_backend  # noqa: E402
 from wcc.backends.reference import select_positions  # noqa: E402
-from wcc.rules import keep_count  # noqa: E402
 from wcc.haar import haar2d, pad_to_multiple  # noqa: E402
 from wcc.quant import signed_act_quant  # noqa: E402
+from wcc.rules import keep_count  # noqa: E402
 
 TRITON = get_backend("triton")
 REFERENCE = get_backend("reference")

@@ -12,7 +12,6 @@ import wcc
 from wcc.accounting import bops, layer_costs, total_macs
 from wcc.models import (
     DeepLabV3Plus,
-    DepthNet,
     deeplabv3plus_mobilenetv2,
     depth_mobilenetv2,
     disp_to_depth,

@@ -108,7 +108,8 @@ def test_layers_initial_clips():
     from wcc.config import WCCConfig
     from wcc.layers import QuantConv2d, WCCConv2d
 
-    for layer in (QuantConv2d(4, 4, 3, weight_bits=8, act_bits=8), WCCConv2d.from_conv2d(nn.Conv2d(4, 4, 1), WCCConfig())):
+    layers = (QuantConv2d(4, 4, 3, weight_bits=8, act_bits=8), WCCConv2d.from_conv2d(nn.Conv2d(4, 4, 1), WCCConfig()))
+    for layer in layers:
         assert (layer.act_alpha.item(), layer.weight_alpha.item()) == (8.0, 3.0)
 
 

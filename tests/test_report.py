@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from _results_history import MACHINES, Injected, table_records, timing_record, write_history
+
 from bench.cli import main as bench_main
 from bench.report.load import LoadError, load_results, machine_of, version_of
 from bench.report.regressions import Rules, compare, measurements

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.tables.paper import CITYSCAPES, KITTI
 from bench.store import ResultStore
+from bench.tables.paper import CITYSCAPES, KITTI
 from bench.tables.run import CSV_COLUMNS, row_bops
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.store import SchemaError, ResultStore, validate
+from bench.store import ResultStore, SchemaError, validate
 from bench.timing import probes
-from bench.timing.harness import Timing, median_iqr, time_callable
 from bench.timing.energy import EnergyMeter
+from bench.timing.harness import Timing, median_iqr, time_callable
 from bench.timing.layer import LayerCase, LayerGrid, add_ratios, run_layer_benchmarks
 from bench.timing.shapes import EXTRA_SHAPES, ConvShape, model_pointwise_shapes, parse_shape
 
@@ -445,7 +445,8 @@ def _args(tmp_path: Path, *extra: str) -> argparse.Namespace:
 
     return build_parser().parse_args(["timing", "--shapes", "1x4x4@8x8", "--keep-ratios", "0.5", "--levels", "1",
                                       "--directions", "fwd", "--min-samples", "2", "--max-samples", "2",
-                                      "--budget", "0", "--warmup", "1", "--out", str(tmp_path), "--no-progress", "--threads", "1",
+                                      "--budget", "0", "--warmup", "1", "--out", str(tmp_path), "--no-progress",
+                                      "--threads", "1",
                                       *extra])
 
 

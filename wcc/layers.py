@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from wcc.backends import wcc_conv
@@ -130,7 +129,8 @@ class WCCConv2d(nn.Module):
             return None
 
         # The statistics are over the whole tensor, so quantizing the (C_out, C_in) view is the same.
-        return _cached_weight_quant(self, bits, lambda: weight_quant_codes(self.weight.flatten(1), self.weight_alpha, bits),
+        return _cached_weight_quant(self, bits,
+                                    lambda: weight_quant_codes(self.weight.flatten(1), self.weight_alpha, bits),
                                     slot="_wcodes_cache")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -57,7 +57,10 @@ class Tolerance:
             raise ValueError("give exactly one of abs= and rel=")
 
     def allowed(self, base: float) -> float:
-        return self.abs if self.abs is not None else self.rel * abs(base)
+        if self.abs is not None:
+            return self.abs
+        assert self.rel is not None  # __post_init__: exactly one is set
+        return self.rel * abs(base)
 
     def describe(self) -> str:
         size = f"{self.abs:g} absolute" if self.abs is not None else f"{self.rel:.0%} relative"
@@ -122,7 +125,7 @@ def _col(df: pd.DataFrame, name: str) -> list[Any]:
     return df[name].tolist()
 
 
-def _frame(df: pd.DataFrame, bench: str, keys: list[str], labels: list[str], metric: str, rule: str,
+def _frame(df: pd.DataFrame, bench: str, keys: list[Any], labels: list[str], metric: str, rule: str,
            value: Any, samples: Any, error: Any) -> pd.DataFrame:
     return pd.DataFrame({"version": df["version"].to_numpy(), "machine": df["machine"].to_numpy(),
                          "created": df["created"].to_numpy(), "bench": bench, "key": keys, "label": labels,
@@ -174,8 +177,8 @@ def _model(df: pd.DataFrame) -> list[pd.DataFrame]:
             for c in ModelKey._fields]
     for key in map(ModelKey._make, zip(*cols)):
         keys.append(key)
-        labels.append(f"{key.model} {key.input} {key.dtype} {key.variant}" + (f" [{key.backend}]" if key.backend else "")
-                      + f" ({key.device}, {key.threads} thr)")
+        backend = f" [{key.backend}]" if key.backend else ""
+        labels.append(f"{key.model} {key.input} {key.dtype} {key.variant}{backend} ({key.device}, {key.threads} thr)")
     out = [_frame(df, "model", keys, labels, "time", "timing", df["median_s"].to_numpy(), df["samples"].to_numpy(),
                   df["error"].to_numpy())]
     mem_error = [_opt(e) or _opt(m) for e, m in zip(_col(df, "error"), _col(df, "memory_error"))]
@@ -305,14 +308,14 @@ def _layer_group(key: Any) -> Any:
     return key._replace(op=None, backend=None, keep_ratio=None, levels=None)
 
 
-def _best_dense(meas: pd.DataFrame) -> dict[tuple[str, Any], float]:
+def _best_dense(meas: pd.DataFrame) -> dict[Any, float]:
     """(machine, layer configuration) -> median time of the best dense op measured for it."""
     rows = meas[(meas["bench"] == "layer") & (meas["metric"] == "time")]
     items = [(m, k, None if _opt(e) else _opt(v))
              for m, k, v, e in zip(rows["machine"], rows["key"], rows["value"], rows["error"])
              if isinstance(k, LayerKey)]
     best = best_dense(items, lambda it: (it[0], _layer_group(it[1])), lambda it: it[1].op, lambda it: it[2])
-    return {g: it[2] for g, it in best.items()}
+    return {g: float(it[2]) for g, it in best.items() if it[2] is not None}
 
 
 def _drift_check(pairs: pd.DataFrame, status: pd.Series, change: pd.Series, note: pd.Series,

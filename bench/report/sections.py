@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.tables.paper import CITYSCAPES, KITTI, TABLE_METRICS
 from bench.report.format import mib, num, short_machine_names
 from bench.report.plots import HEADLINE_METRIC, short_set
+from bench.tables.paper import CITYSCAPES, KITTI, TABLE_METRICS
 
 __all__ = ["latest_tables", "accuracy_table", "latest_layer", "latest_model", "layer_history", "model_history",
            "speed_summary", "error_summary", "model_table", "pbench_table", "headline", "geomean"]

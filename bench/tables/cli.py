@@ -46,8 +46,8 @@ def _device(name: str) -> str:
 def _plan(tables: list[str], profile_name: str) -> str:
     from tabulate import tabulate
 
-    from bench.tables.sweeps import SWEEPS
     from bench.tables.profiles import get_profile
+    from bench.tables.sweeps import SWEEPS
 
     prof = get_profile(profile_name)
     rows = []
@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         from pathlib import Path
 
-        executor = SubmititExecutor(Path(args.out) / "submitit", cluster="slurm" if args.executor == "slurm" else "local",
+        executor = SubmititExecutor(Path(args.out) / "submitit",
+                                    cluster="slurm" if args.executor == "slurm" else "local",
                                     partition=args.partition, gpus_per_job=args.gpus_per_job,
                                     timeout_min=args.timeout_min)
     records = executor.run(jobs)

@@ -22,10 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.tables.paper import TABLE_METRICS, paper_row
 from bench.store import ResultStore, atomic_write_text
-from bench.tables.sweeps import SWEEPS, SweepRow, TableSweep
+from bench.tables.paper import TABLE_METRICS, paper_row
 from bench.tables.profiles import Profile, get_profile
+from bench.tables.sweeps import SWEEPS, SweepRow, TableSweep
 
 __all__ = ["RowJob", "RunSpec", "prepare_run", "run_row", "row_bops", "write_csvs", "format_table",
            "CSV_COLUMNS", "DataError", "jobs_for", "data_source"]

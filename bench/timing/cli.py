@@ -24,7 +24,8 @@ def _csv(kind: type = str):
         try:
             return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None
     return parse
 
 
@@ -106,9 +107,9 @@ def build_record(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from bench.store import ResultStore
+    from bench.timing.energy import EnergyMeter
     from bench.timing.layer import available_backends, run_layer_benchmarks
     from bench.timing.model import model_cases, run_model_benchmarks
-    from bench.timing.energy import EnergyMeter
     from bench.timing.probes import probe_all
 
     start = time.perf_counter()

@@ -12,8 +12,9 @@ built, and every op runs on them in the same process:
 The *dense* reference of a group is the fastest of the three dense ops
 (:func:`bench.baseline.best_dense`), so a WCC speed-up is never measured against a weak
 baseline; every row carries ``ratio_to_dense`` = its median over that best dense median. Rows
-are :class:`bench.rows.LayerRow` (the typed definition behind the store's schema). ``fwdbwd`` times forward plus backward to the input and every parameter
-(``torch.autograd.grad``, so no gradient accumulation is timed). A case that cannot run (a
+are :class:`bench.rows.LayerRow` (the typed definition behind the store's schema). ``fwdbwd``
+times forward plus backward to the input and every parameter (``torch.autograd.grad``, so no
+gradient accumulation is timed). A case that cannot run (a
 backend refuses it, an error, out of memory) becomes a row with ``error`` set instead of a crash.
 """
 

@@ -313,7 +313,9 @@ def run_model_benchmarks(
             model = build_model(case, device)
             x = _input(case, device)
             window = meter.window() if meter is not None and meter.available else None
-            timing = time_callable(lambda: _no_grad(model, x), device, window=window, **(timer or {}))
+            # Timed here, inside this iteration, so the closure sees this variant's model and input.
+            timing = time_callable(lambda: _no_grad(model, x), device,  # noqa: B023
+                                   window=window, **(timer or {}))
             row.update(timing.to_dict(), energy=window.to_dict() if window is not None else None)
         except Exception as exc:  # noqa: BLE001 - a failing variant must not end the run
             row["error"] = error_text(exc)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from wcc.backends import cpu as _cpu  # noqa: F401  (registers the compiled CPU backend; builds lazily)
+from wcc.backends import triton as _triton_backend  # noqa: F401  (registers "triton"; Triton itself loads lazily)
 from wcc.backends._registry import (
     ENV_VAR,
     Backend,
@@ -22,8 +24,6 @@ from wcc.backends._registry import (
     select_backend,
 )
 from wcc.backends.reference import select_positions
-from wcc.backends import cpu as _cpu  # noqa: F401  (registers the compiled CPU backend; builds lazily)
-from wcc.backends import triton as _triton_backend  # noqa: F401  (registers "triton"; Triton itself loads lazily)
 from wcc.config import WCCConfig
 from wcc.quant import WeightCodes
 from wcc.rules import keep_count

@@ -455,7 +455,7 @@ class _Scene:
         rl, rr = self.road
         wl, wr = rl - self.walk[0], rr + self.walk[1]
         # Poles and signs along both kerbs.
-        for side, xk in ((0, rl - 0.4), (1, rr + 0.4)):
+        for xk in (rl - 0.4, rr + 0.4):
             z = rng.uniform(3.0, 15.0)
             while z < 80.0:
                 self.pole(xk, z)

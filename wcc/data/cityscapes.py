@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wcc.data._io import check_same_size, DatasetLayoutError, read_label_png, read_rgb
+from wcc.data._io import DatasetLayoutError, check_same_size, read_label_png, read_rgb
 from wcc.data.transforms import PairTransform, eval_transform
 
 __all__ = [

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wcc.data._io import check_same_size, DatasetLayoutError, read_depth_png, read_rgb, write_bytes_atomic
+from wcc.data._io import DatasetLayoutError, check_same_size, read_depth_png, read_rgb, write_bytes_atomic
 from wcc.data.transforms import PairTransform, eval_transform
 
 __all__ = [
