@@ -63,6 +63,21 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
 
 
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff on the whole tree (rules in pyproject.toml); needs no torch."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".", *session.posargs)
+
+
+@nox.session(venv_params=VENV_PARAMS)
+def typecheck(session: nox.Session) -> None:
+    """mypy on ``wcc`` and ``bench`` (settings in pyproject.toml)."""
+    _install(session, "test")
+    session.install("mypy>=1.10")
+    session.run("mypy", *session.posargs)
+
+
 @nox.session(venv_params=VENV_PARAMS)
 def smoke(session: nox.Session) -> None:
     """Build a WCC layer and check it against the dense conv (a 10-second sanity check)."""
