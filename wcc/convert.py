@@ -16,7 +16,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-import torch
 from torch import nn
 
 from wcc.config import QuantConfig, WCCConfig
@@ -76,18 +75,6 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def _wcc_to_conv(m: WCCConv2d) -> nn.Conv2d:
-    """A 1x1 QuantConv2d holding a WCC layer's weights (for WCC -> plain quantization)."""
-    conv = QuantConv2d(m.in_channels, m.out_channels, 1, bias=m.bias is not None,
-                       act_alpha=m.act_alpha.item(), weight_alpha=m.weight_alpha.item(),
-                       device=m.weight.device, dtype=m.weight.dtype)
-    with torch.no_grad():
-        conv.weight.copy_(m.weight)
-        if m.bias is not None:
-            conv.bias.copy_(m.bias)
-    return conv
-
-
 def convert(
     model: nn.Module,
     config: WCCConfig | QuantConfig,
@@ -124,8 +111,7 @@ def convert(
             new: nn.Module = WCCConv2d.from_conv2d(module, config)
             reason = "1x1 stride 1 groups 1"
         else:
-            src = _wcc_to_conv(module) if isinstance(module, WCCConv2d) else module
-            new = QuantConv2d.from_conv2d(src, weight_bits=config.weight_bits, act_bits=config.act_bits)
+            new = QuantConv2d.from_conv2d(module, weight_bits=config.weight_bits, act_bits=config.act_bits)
             reason = "plain quantization" if isinstance(config, QuantConfig) else "not a pointwise conv"
         new.train(module.training)
         _set_submodule(model, name, new)

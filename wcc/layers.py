@@ -109,10 +109,7 @@ class WCCConv2d(nn.Module):
         act_alpha, weight_alpha = _clips_of(conv)
         layer = cls(conv.in_channels, conv.out_channels, conv.bias is not None, config, act_alpha, weight_alpha,
                     device=conv.weight.device, dtype=conv.weight.dtype)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias)
+        _copy_params(layer, conv)
         return layer
 
     def quantized_weight(self) -> torch.Tensor:
@@ -146,6 +143,14 @@ class WCCConv2d(nn.Module):
                 f"bits={c.label}, bias={self.bias is not None}, backend={c.backend!r}")
 
 
+def _copy_params(layer: nn.Module, conv: nn.Module) -> None:
+    """Copy ``conv``'s weight (same shape) and bias, if any, into the freshly built ``layer``."""
+    with torch.no_grad():
+        layer.weight.copy_(conv.weight)
+        if conv.bias is not None:
+            layer.bias.copy_(conv.bias)
+
+
 def _clips_of(conv: nn.Module) -> tuple[float, float]:
     """Learned clip values of an already-quantized layer, else the initial values."""
     if isinstance(conv, (QuantConv2d, WCCConv2d)):
@@ -175,22 +180,22 @@ class QuantConv2d(nn.Conv2d):
         return QuantConfig(self.weight_bits, self.act_bits)
 
     @classmethod
-    def from_conv2d(cls, conv: nn.Conv2d, weight_bits: int | None = 8, act_bits: int | None = 8) -> "QuantConv2d":
-        """Build from any ``nn.Conv2d`` (or QuantConv2d: learned clips carry over)."""
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"expected an nn.Conv2d, got {type(conv).__name__}")
+    def from_conv2d(cls, conv: "nn.Conv2d | WCCConv2d", weight_bits: int | None = 8,
+                    act_bits: int | None = 8) -> "QuantConv2d":
+        """Build from any ``nn.Conv2d``, a QuantConv2d or a WCCConv2d (a 1x1 conv: WCC -> plain
+        quantization); learned clips carry over from the quantized layers."""
         act_alpha, weight_alpha = _clips_of(conv)
-        layer = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-            dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
-            padding_mode=conv.padding_mode, weight_bits=weight_bits, act_bits=act_bits,
-            act_alpha=act_alpha, weight_alpha=weight_alpha,
-            device=conv.weight.device, dtype=conv.weight.dtype,
-        )
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias)
+        if isinstance(conv, WCCConv2d):
+            geometry: dict[str, Any] = {"kernel_size": 1}
+        elif isinstance(conv, nn.Conv2d):
+            geometry = {"kernel_size": conv.kernel_size, "stride": conv.stride, "padding": conv.padding,
+                        "dilation": conv.dilation, "groups": conv.groups, "padding_mode": conv.padding_mode}
+        else:
+            raise TypeError(f"expected an nn.Conv2d, got {type(conv).__name__}")
+        layer = cls(conv.in_channels, conv.out_channels, **geometry, bias=conv.bias is not None,
+                    weight_bits=weight_bits, act_bits=act_bits, act_alpha=act_alpha, weight_alpha=weight_alpha,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
+        _copy_params(layer, conv)
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -46,14 +46,8 @@ __all__ = [
 ]
 
 
-def wcc_conv(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    act_alpha: torch.Tensor,
-    config: WCCConfig,
-    weight_codes: WeightCodes | None = None,
-) -> torch.Tensor:
+def wcc_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act_alpha: torch.Tensor,
+             config: WCCConfig, weight_codes: WeightCodes | None = None) -> torch.Tensor:
     """Run the WCC op on the backend chosen for ``x`` and ``config`` (see ``select_backend``).
 
     Shapes: x ``(N, C_in, H, W)``, weight ``(C_out, C_in)``, bias ``(C_out,)`` -> ``(N, C_out, H, W)``.
