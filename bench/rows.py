@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 __all__ = ["TimedRow", "LayerRow", "ModelRow", "DTYPES", "LAYER_OPS", "DIRECTIONS", "row_schema", "report_columns",
-           "required_report_fields", "identity_type", "key_fields", "CONTEXT", "LayerKey", "ModelKey",
+           "required_report_fields", "check_one_of", "identity_type", "key_fields", "CONTEXT", "LayerKey", "ModelKey",
            "AccuracyKey", "PytestBenchmarkKey"]
 
 Dtype = Literal["float32", "float16", "bfloat16"]
@@ -117,6 +117,12 @@ class ModelRow(TimedRow):
     train_peak_bytes: int | None = _f(None)
     peak_mem_method: str | None = _f(None, report=False, required=False)
     memory_error: str | None = _f(None, required=False)
+
+
+def check_one_of(name: str, value: Any, choices: Any) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
 # ----------------------------------------------------------------------------- derived views

@@ -16,6 +16,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from wcc.data.synthetic import parse_size
+
 __all__ = ["configure", "run", "build_record"]
 
 
@@ -27,14 +29,6 @@ def _csv(kind: type = str):
             raise argparse.ArgumentTypeError(
                 f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None
     return parse
-
-
-def _resolution(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 512x1024), got {text!r}") from None
-    return h, w
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     m = parser.add_argument_group("model benchmarks")
     m.add_argument("--no-model", action="store_true", help="skip the model benchmarks")
     m.add_argument("--no-memory", action="store_true", help="skip the model memory measurements")
-    m.add_argument("--model-resolution", type=_resolution, metavar="HxW")
+    m.add_argument("--model-resolution", type=parse_size, metavar="HxW")
     m.add_argument("--model-dtype", choices=("float32", "float16", "bfloat16"))
     t = parser.add_argument_group("timer")
     t.add_argument("--warmup", type=int, help="untimed calls before sampling")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.baseline import DENSE_OPS, best_dense
-from bench.rows import DIRECTIONS, LAYER_OPS, LayerRow
+from bench.rows import DIRECTIONS, LAYER_OPS, LayerRow, check_one_of
 from bench.timing.harness import time_callable
 from bench.timing.shapes import ConvShape, shape_set
 
@@ -66,12 +66,9 @@ class LayerCase:
     levels: int | None = None
 
     def __post_init__(self) -> None:
-        if self.op not in OPS:
-            raise ValueError(f"op must be one of {OPS}, got {self.op!r}")
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        check_one_of("op", self.op, OPS)
+        check_one_of("direction", self.direction, DIRECTIONS)
+        check_one_of("dtype", self.dtype, DTYPES)
         if (self.op == "wcc") != (self.backend is not None and self.keep_ratio is not None and self.levels is not None):
             raise ValueError("backend, keep_ratio and levels are required for op='wcc' and only for it")
 

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from bench.baseline import best_dense
-from bench.rows import ModelRow
+from bench.rows import ModelRow, check_one_of
 from bench.timing.harness import time_callable
 from bench.timing.layer import DTYPES, error_text, forced_backend_error
 
@@ -84,10 +84,8 @@ class ModelCase:
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; known: {', '.join(MODELS)}")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        check_one_of("variant", self.variant, VARIANTS)
+        check_one_of("dtype", self.dtype, DTYPES)
         if self.variant.startswith("WCC") != (self.backend is not None):
             raise ValueError("backend is required for WCC variants and only for them")
 
