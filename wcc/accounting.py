@@ -149,9 +149,9 @@ def bops(
             default the bits of the first quantized layer (FP32 when there is none).
     """
     if convention == "actual":
-        total = sum(c.macs * _bits(c.weight_bits) * _bits(c.act_bits) + c.transform_macs * _bits(c.act_bits)
-                    for c in costs)
-        return total / 1e9
+        actual = sum(c.macs * _bits(c.weight_bits) * _bits(c.act_bits) + c.transform_macs * _bits(c.act_bits)
+                     for c in costs)
+        return actual / 1e9
     if convention != "paper":
         raise ValueError(f"convention must be 'actual' or 'paper', got {convention!r}")
     if precision is None:

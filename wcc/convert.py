@@ -58,7 +58,7 @@ class ConversionReport:
         return "\n".join(lines + [f"total: {summary}"])
 
 
-def _describe(m: nn.Module) -> str:
+def _describe(m: nn.Conv2d | WCCConv2d) -> str:
     if isinstance(m, WCCConv2d):
         return f"{m.in_channels}->{m.out_channels} 1x1 s1 g1"
     k = "x".join(map(str, m.kernel_size))

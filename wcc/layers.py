@@ -49,6 +49,7 @@ def _cached_weight_quant(layer: nn.Module, bits: int | None, compute: Callable[[
     (one per derived form of the weight).
     """
     w, alpha = layer.weight, layer.weight_alpha
+    assert isinstance(w, torch.Tensor) and isinstance(alpha, torch.Tensor)
     if _needs_grad(w, alpha):
         setattr(layer, slot, None)
         return compute()
@@ -84,7 +85,7 @@ class WCCConv2d(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        fk = {"device": device, "dtype": dtype}
+        fk: dict[str, Any] = {"device": device, "dtype": dtype}
         self.config = config if config is not None else WCCConfig()
         if not isinstance(self.config, WCCConfig):
             raise TypeError(f"config must be a WCCConfig, got {type(self.config).__name__}")
@@ -97,7 +98,7 @@ class WCCConv2d(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
     @classmethod
-    def from_conv2d(cls, conv: nn.Conv2d, config: WCCConfig | None = None) -> "WCCConv2d":
+    def from_conv2d(cls, conv: "nn.Conv2d | WCCConv2d", config: WCCConfig | None = None) -> "WCCConv2d":
         """Build from a 1x1, stride-1, groups-1 conv (or a QuantConv2d/WCCConv2d: clips carry over)."""
         config = config if config is not None else WCCConfig()
         if isinstance(conv, nn.Conv2d):
@@ -145,10 +146,12 @@ class WCCConv2d(nn.Module):
 
 def _copy_params(layer: nn.Module, conv: nn.Module) -> None:
     """Copy ``conv``'s weight (same shape) and bias, if any, into the freshly built ``layer``."""
+    weight, bias = conv.weight, conv.bias
+    assert isinstance(weight, torch.Tensor) and (bias is None or isinstance(bias, torch.Tensor))
     with torch.no_grad():
-        layer.weight.copy_(conv.weight)
-        if conv.bias is not None:
-            layer.bias.copy_(conv.bias)
+        layer.weight.copy_(weight)  # type: ignore[operator]
+        if bias is not None:
+            layer.bias.copy_(bias)  # type: ignore[operator]
 
 
 def _clips_of(conv: nn.Module) -> tuple[float, float]:
@@ -171,7 +174,7 @@ class QuantConv2d(nn.Conv2d):
         QuantConfig(weight_bits, act_bits)  # validates
         self.weight_bits = weight_bits
         self.act_bits = act_bits
-        fk = {"device": self.weight.device, "dtype": self.weight.dtype}
+        fk: dict[str, Any] = {"device": self.weight.device, "dtype": self.weight.dtype}
         self.act_alpha = nn.Parameter(torch.tensor(float(act_alpha), **fk))
         self.weight_alpha = nn.Parameter(torch.tensor(float(weight_alpha), **fk))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +64,8 @@ class StepBatches(Dataset):
 
 
 def _param_groups(model: nn.Module, lr: float, backbone_mult: float) -> list[dict[str, Any]]:
-    backbone, rest = [], []
+    backbone: list[nn.Parameter] = []
+    rest: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (backbone if name.startswith("backbone.") else rest).append(p)
@@ -184,8 +185,9 @@ def evaluate_segmentation(model: nn.Module, dataset: Dataset, *, num_classes: in
 
 
 @torch.no_grad()
-def evaluate_depth(model: nn.Module, dataset: Dataset, *, crop: str | None = "garg", median_scaling: bool = False,
-                   device: torch.device | str = "cpu", progress: bool = True) -> dict[str, float]:
+def evaluate_depth(model: nn.Module, dataset: Dataset, *, crop: Literal["garg"] | None = "garg",
+                   median_scaling: bool = False, device: torch.device | str = "cpu",
+                   progress: bool = True) -> dict[str, float]:
     """Eigen metrics averaged over images (those with ground truth); predictions upsampled to
     the ground truth's size."""
     from tqdm.auto import tqdm
