@@ -235,7 +235,7 @@ def _build_version(results: Results, n_meas: pd.Series, hist: pd.DataFrame, summ
     upto_tables = results.tables[results.tables["version"].isin(upto_versions)]
     hist_v = hist[hist["new_version"] == version]
     flagged = hist[hist["new_version"].isin(upto_versions) & (hist["status"] == "regressed")]
-    ctx = {
+    ctx: dict[str, Any] = {
         "info": _version_info(results, version),
         "machines": [(m, cur.machines[m]) for m in sorted(cur.machines)],
         "regressions": _regression_section(hist_v, int(n_meas.get(version, 0)),

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     jobs = [j for j in jobs_for(spec, tables)]
+    executor: LocalExecutor | SubmititExecutor
     if args.executor == "local":
         executor = LocalExecutor()
     else:

@@ -109,6 +109,8 @@ def _datasets(profile: Profile, table: str, spec: RunSpec):
 
     recipe = profile.recipes[table]
     root = _data_roots(profile, spec)[table]
+    train: Any
+    val: Any
     eval_size = (profile.eval_size or {}).get(table)
     raw = Compose([])  # training samples stay in [0, 1]; the train transform augments + normalises
     progress = spec.progress

@@ -113,7 +113,8 @@ class LayerGrid:
                 for direction, dtype in itertools.product(self.directions, self.dtypes):
                     if direction == "fwdbwd" and self.fwdbwd_per_set is not None and i >= self.fwdbwd_per_set:
                         continue
-                    base = {"shape_set": set_name, "shape": shape, "direction": direction, "dtype": dtype}
+                    base: dict[str, Any] = {"shape_set": set_name, "shape": shape, "direction": direction,
+                                            "dtype": dtype}
                     out += [LayerCase(op=op, **base) for op in (*DENSE_OPS, "quantconv")]
                     for backend, levels, keep in itertools.product(backends, self.levels, self.keep_ratios):
                         out.append(LayerCase(op="wcc", backend=backend, keep_ratio=keep, levels=levels, **base))
@@ -142,8 +143,9 @@ def available_backends(device: str) -> tuple[list[str], list[dict[str, Any]]]:
     """(names of the backends that can run here, status of every registered backend)."""
     from wcc.backends import backend_status
 
-    status = [{"name": s.name, "priority": s.priority, "available": s.available, "reason": s.reason}
-              for s in backend_status()]
+    status: list[dict[str, Any]] = [
+        {"name": s.name, "priority": s.priority, "available": s.available, "reason": s.reason}
+        for s in backend_status()]
     return [s["name"] for s in status if s["available"]], status
 
 
@@ -156,10 +158,15 @@ class CaseGroup:
         gen = torch.Generator().manual_seed(seed)
         n, c_in, c_out, h, w = shape.batch, shape.c_in, shape.c_out, shape.height, shape.width
         conv = nn.Conv2d(c_in, c_out, 1)
+        weight = torch.randn(c_out, c_in, 1, 1, generator=gen) * c_in ** -0.5
+        bias = torch.randn(c_out, generator=gen) * 0.1
         with torch.no_grad():  # seeded (the default init would draw from the global RNG)
-            conv.weight.copy_(torch.randn(c_out, c_in, 1, 1, generator=gen) * c_in ** -0.5)
-            conv.bias.copy_(torch.randn(c_out, generator=gen) * 0.1)
+            conv.weight.copy_(weight)
+            conv.bias.copy_(bias)  # type: ignore[union-attr]
         self.conv = conv.to(device=device, dtype=self.dtype)
+        # The source conv's parameters as plain tensors, for the dense ops.
+        self.weight: torch.Tensor = self.conv.weight
+        self.bias: torch.Tensor = self.conv.bias  # type: ignore[assignment]
         self.x = torch.randn(n, c_in, h, w, generator=gen).to(device=device, dtype=self.dtype)
         self.grad_out = torch.randn(n, c_out, h, w, generator=gen).to(device=device, dtype=self.dtype) \
             if direction == "fwdbwd" else None
@@ -176,6 +183,7 @@ class CaseGroup:
                 with torch.no_grad():
                     return forward()
             return run
+        assert self.grad_out is not None  # set for fwdbwd groups
         grad_out = self.grad_out.contiguous(memory_format=torch.channels_last) if case.op == "dense_cl" \
             else self.grad_out
 
@@ -189,24 +197,26 @@ class CaseGroup:
 
         conv = self.conv
         if case.op == "dense_nchw":
-            x, w, b = self._leaf(self.x), self._leaf(conv.weight), self._leaf(conv.bias)
+            x, w, b = self._leaf(self.x), self._leaf(self.weight), self._leaf(self.bias)
             return (lambda: F.conv2d(x, w, b)), [x, w, b]
         if case.op == "dense_cl":
             cl = torch.channels_last
-            x, w, b = self._leaf(self.x, cl), self._leaf(conv.weight, cl), self._leaf(conv.bias)
+            x, w, b = self._leaf(self.x, cl), self._leaf(self.weight, cl), self._leaf(self.bias)
             return (lambda: F.conv2d(x, w, b)), [x, w, b]
         if case.op == "matmul":
             n, c_in, h, w_ = self.x.shape
             x = self._leaf(self.x)
-            w = self._leaf(conv.weight.flatten(1))  # (C_out, C_in)
-            b = self._leaf(conv.bias)
+            w = self._leaf(self.weight.flatten(1))  # (C_out, C_in)
+            b = self._leaf(self.bias)
             c_out = w.shape[0]
             # baddbmm fuses the bias into the GEMM, as the conv does.
             return (lambda: torch.baddbmm(b.view(1, c_out, 1), w.expand(n, c_out, c_in), x.view(n, c_in, h * w_))
                     .view(n, c_out, h, w_)), [x, w, b]
+        layer: QuantConv2d | WCCConv2d
         if case.op == "quantconv":
             layer = QuantConv2d.from_conv2d(conv, weight_bits=8, act_bits=8)
         else:
+            assert case.backend is not None and case.keep_ratio is not None and case.levels is not None
             layer = WCCConv2d.from_conv2d(conv, WCCConfig(levels=case.levels, keep_ratio=case.keep_ratio,
                                                           backend=case.backend))
             _check_backend(self.x, layer.config)
@@ -275,6 +285,7 @@ def run_layer_benchmarks(
     timer = dict(timer or {})
     rows: list[dict[str, Any]] = []
     group: CaseGroup | None = None
+    fn: Callable[[], Any] | None = None
     bar = tqdm(cases, desc="layers", unit="case", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     for case in bar:
         bar.set_postfix_str(case.label, refresh=False)

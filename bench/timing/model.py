@@ -138,6 +138,7 @@ def build_model(case: ModelCase, device: torch.device | str = "cpu") -> nn.Modul
     if case.variant == "8/8":
         convert(model, QuantConfig(8, 8), keep_fp=paper_keep_fp(model))
     elif case.keep_ratio is not None:
+        assert case.backend is not None  # ModelCase: WCC variants name their backend
         why = forced_backend_error(case.backend)
         if why:
             from wcc.backends import BackendUnavailableError
@@ -306,18 +307,18 @@ def run_model_benchmarks(
     for case in tqdm(cases, desc="models", unit="variant", file=sys.stderr, disable=not progress,
                      dynamic_ncols=True):
         row: dict[str, Any] = {"peak_mem_method": PEAK_METHOD[device.type] if memory else None, "error": None}
-        model = None
+        model: nn.Module | None = None
         try:
-            model = build_model(case, device)
+            built = model = build_model(case, device)
             x = _input(case, device)
             window = meter.window() if meter is not None and meter.available else None
             # Timed here, inside this iteration, so the closure sees this variant's model and input.
-            timing = time_callable(lambda: _no_grad(model, x), device,  # noqa: B023
+            timing = time_callable(lambda: _no_grad(built, x), device,  # noqa: B023
                                    window=window, **(timer or {}))
             row.update(timing.to_dict(), energy=window.to_dict() if window is not None else None)
         except Exception as exc:  # noqa: BLE001 - a failing variant must not end the run
             row["error"] = error_text(exc)
-        if memory and row["error"] is None:
+        if memory and row["error"] is None and model is not None:
             try:
                 row["train_saved_bytes"] = saved_activation_bytes(model, x)
                 model = None

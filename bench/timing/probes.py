@@ -153,7 +153,9 @@ def open_nvml(nvml: Any = None) -> tuple[Any, str | None]:
     The caller shuts it down (``nvmlShutdown``) when done."""
     if nvml is None:
         try:
-            import pynvml as nvml
+            import pynvml
+
+            nvml = pynvml
         except ImportError:
             return None, "nvidia-ml-py is not installed (pip install nvidia-ml-py)"
     try:
@@ -182,7 +184,7 @@ def nvml_probe(nvml: Any = None, index: int = 0, uuid: str | None = None) -> dic
             return unavailable(f"no NVML device {index} ({type(exc).__name__}: {exc})")
 
         def clocks(getter: Callable[[Any, int], int]) -> dict[str, Any]:
-            return {name: _field(lambda c=const: getter(handle, getattr(nvml, c)))
+            return {name: _field(lambda c=const: getter(handle, getattr(nvml, c)))  # type: ignore[misc]
                     for name, const in (("sm", "NVML_CLOCK_SM"), ("mem", "NVML_CLOCK_MEM"),
                                         ("graphics", "NVML_CLOCK_GRAPHICS"))}
 
@@ -337,9 +339,11 @@ def _tegrastats_line(timeout_s: float = 3.0) -> str | None:
         return None
     proc = subprocess.Popen([exe, "--interval", "100"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
+    stdout = proc.stdout
+    assert stdout is not None  # stdout=PIPE
     try:
         result: list[str] = []
-        reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()), daemon=True)
+        reader = threading.Thread(target=lambda: result.append(stdout.readline()), daemon=True)
         reader.start()
         reader.join(timeout_s)
         return result[0].strip() if result and result[0].strip() else None

@@ -10,7 +10,10 @@ deduplicated, in model order. So a change to a model changes its benchmark shape
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # torch loads with the functions that need it
+    import torch
 
 __all__ = ["ConvShape", "EXTRA_SHAPES", "SHAPE_SETS", "shape_set", "model_pointwise_shapes", "parse_shape"]
 
@@ -63,7 +66,7 @@ EXTRA_SHAPES: tuple[ConvShape, ...] = (
 )
 
 
-def model_pointwise_shapes(model: "torch.nn.Module", input_shape: tuple[int, int, int, int]) -> list[ConvShape]:  # noqa: F821
+def model_pointwise_shapes(model: torch.nn.Module, input_shape: tuple[int, int, int, int]) -> list[ConvShape]:
     """Distinct input shapes of ``model``'s WCC candidates (1x1, stride 1, groups 1) at
     ``input_shape``, in the order the model runs them."""
     from wcc.accounting import layer_costs
