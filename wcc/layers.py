@@ -7,8 +7,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from wcc.backends import wcc_conv
-from wcc.backends.cpu import unsigned_act_quant_inference, unsigned_act_quant_scratch
+# Layers use the backends' public entry points only (dispatch and the CPU activation quantizer),
+# never a backend's internals.
+from wcc.backends import unsigned_act_quant_inference, unsigned_act_quant_scratch, wcc_conv
 from wcc.config import QuantConfig, WCCConfig
 from wcc.quant import (
     ACT_ALPHA_INIT,

@@ -23,6 +23,7 @@ from wcc.backends._registry import (
     requested_backend,
     select_backend,
 )
+from wcc.backends.cpu import unsigned_act_quant_inference, unsigned_act_quant_scratch
 from wcc.backends.reference import select_positions
 from wcc.config import WCCConfig
 from wcc.quant import WeightCodes
@@ -43,6 +44,8 @@ __all__ = [
     "keep_count",
     "select_positions",
     "wcc_conv",
+    "unsigned_act_quant_inference",
+    "unsigned_act_quant_scratch",
 ]
 
 
