@@ -1,7 +1,8 @@
 """The typed result rows of the results store: one definition per row kind.
 
-A timing record (:mod:`bench.store`, kind ``timing``) holds ``layer_rows`` and ``model_rows``.
-Each kind of row is a frozen dataclass here, and everything else is derived from it:
+A timing record (:mod:`bench.store`, kind ``timing``) holds ``layer_rows`` and ``model_rows``;
+a ``tables`` record is one measured row of a published table (:class:`TableRecord`). Each is a
+frozen dataclass here, and everything else is derived from it:
 
 * the JSON schema the store validates against (:func:`row_schema`);
 * the columns the reports read (:func:`report_columns`) and the fields the loader insists on
@@ -10,8 +11,8 @@ Each kind of row is a frozen dataclass here, and everything else is derived from
   of the record's context (source, device, threads) and the row's ``key`` fields, never a
   joined string.
 
-Producers (:mod:`bench.timing.layer`, :mod:`bench.timing.model`) build rows through these
-classes, so a field added here reaches the schema, the reports and the identities at once.
+Producers (:mod:`bench.timing.layer`, :mod:`bench.timing.model`, :mod:`bench.tables.run`)
+build rows through these classes, so a field added here reaches the schema, the reports and the identities at once.
 Field metadata: ``key`` (part of the identity), ``report`` (a report column), ``required``
 (the schema requires it; fields added later are optional so that old records still load) and
 ``schema`` (JSON-schema keywords merged into the derived type).
@@ -26,9 +27,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-__all__ = ["TimedRow", "LayerRow", "ModelRow", "DTYPES", "LAYER_OPS", "DIRECTIONS", "row_schema", "report_columns",
-           "required_report_fields", "check_one_of", "identity_type", "key_fields", "CONTEXT", "LayerKey", "ModelKey",
-           "AccuracyKey", "PytestBenchmarkKey"]
+__all__ = [
+    "TimedRow", "LayerRow", "ModelRow", "TableRecord", "DTYPES", "LAYER_OPS", "DIRECTIONS", "row_schema",
+    "report_columns", "required_report_fields", "check_one_of", "identity_type", "key_fields", "CONTEXT",
+    "LayerKey", "ModelKey", "AccuracyKey", "PytestBenchmarkKey",
+]
 
 Dtype = Literal["float32", "float16", "bfloat16"]
 LayerOp = Literal["wcc", "dense_nchw", "dense_cl", "matmul", "quantconv"]
@@ -125,6 +128,45 @@ def check_one_of(name: str, value: Any, choices: Any) -> None:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
+_METRICS = {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableRecord:
+    """One row of a published table, trained and evaluated here (:mod:`bench.tables.run`).
+
+    The fields of a ``tables`` record besides ``schema``, ``created`` and ``environment``.
+    ``row`` is ``{"id", "precision", "shrinkage", "parent"}`` as in the sweep; ``data`` names the
+    data source (SynthStreets rows say so); ``metrics`` are the measured values (null when not
+    finite) and ``metrics_paper`` the published ones; BOPs are billions at the paper's
+    resolution under ``bops_convention`` (``bops_actual``: the actual convention).
+    """
+
+    table: Literal["cityscapes", "kitti"] = _f(key=True)
+    row: dict[str, Any] = _f(schema={"type": "object", "required": ["id", "precision", "shrinkage"]})
+    profile: str = _f(key=True)
+    data: str = _f(key=True)
+    synthetic: bool | None = _f(None, required=False)
+    run_id: str | None = _f(None, required=False)
+    config: dict[str, Any] | None = _f(report=False)  # the report reads it flattened, where present
+    recipe: dict[str, Any] | None = _f(None, required=False, report=False)
+    metrics: dict[str, Any] = _f(schema=_METRICS)
+    metrics_paper: dict[str, Any] = _f({}, required=False, schema=_METRICS)
+    bops: float = _f()
+    bops_convention: str | None = _f(None, required=False)
+    bops_actual: float | None = _f(None, required=False, report=False)
+    bops_paper: float = _f()
+    bops_input: list[int] | None = _f(None, required=False, report=False)
+    wall_time_s: float = _f(report=False)
+    train_time_s: float | None = _f(None, required=False, report=False)
+    eval_time_s: float | None = _f(None, required=False, report=False)
+    device: str | None = _f(None, required=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record's fields as stored (plain JSON types)."""
+        return dataclasses.asdict(self)
+
+
 # ----------------------------------------------------------------------------- derived views
 
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}
@@ -153,21 +195,26 @@ def _fields(cls: type) -> list[dataclasses.Field[Any]]:
     return list(dataclasses.fields(cls))
 
 
-def row_schema(cls: type[TimedRow]) -> dict[str, Any]:
+def row_schema(cls: type) -> dict[str, Any]:
     """The JSON schema of one stored row of ``cls`` (what :mod:`bench.store` validates)."""
     hints = typing.get_type_hints(cls)
     props: dict[str, Any] = {}
     for f in _fields(cls):
         meta = f.metadata
-        schema = meta["schema"].get("schema") or _type_schema(hints[f.name])
+        prop = meta["schema"].get("schema") or _type_schema(hints[f.name])
         extra = {k: v for k, v in meta["schema"].items() if k != "schema"}
         if "schema_items" in extra:
-            schema = {**schema, "items": extra.pop("schema_items")}
-        props[f.name] = {**schema, **extra}
-    return {
+            prop = {**prop, "items": extra.pop("schema_items")}
+        props[f.name] = {**prop, **extra}
+    schema: dict[str, Any] = {
         "type": "object",
         "required": [f.name for f in _fields(cls) if f.metadata["required"]],
         "properties": props,
+    }
+    if not issubclass(cls, TimedRow):
+        return schema
+    return {
+        **schema,
         # A row without error has real statistics.
         "if": {"properties": {"error": {"type": "null"}}},
         "then": {"properties": {"median_s": {"type": "number", "minimum": 0}, "iqr_s": {"type": "number", "minimum": 0},
@@ -176,17 +223,17 @@ def row_schema(cls: type[TimedRow]) -> dict[str, Any]:
     }
 
 
-def report_columns(cls: type[TimedRow]) -> list[str]:
+def report_columns(cls: type) -> list[str]:
     """The fields of ``cls`` the reports read, in declaration order."""
     return [f.name for f in _fields(cls) if f.metadata["report"]]
 
 
-def required_report_fields(cls: type[TimedRow]) -> list[str]:
+def required_report_fields(cls: type) -> list[str]:
     """Report columns every stored row must have (the others default to null when absent)."""
     return [f.name for f in _fields(cls) if f.metadata["report"] and f.metadata["required"]]
 
 
-def key_fields(cls: type[TimedRow]) -> tuple[str, ...]:
+def key_fields(cls: type) -> tuple[str, ...]:
     """The fields of ``cls`` that identify what was measured (not how fast it ran)."""
     return tuple(f.name for f in _fields(cls) if f.metadata["key"])
 
@@ -206,7 +253,7 @@ LayerKey: Any = identity_type(LayerRow)
 ModelKey: Any = identity_type(ModelRow)
 
 
-#: Identity of an accuracy measurement (one row of a published table, see :mod:`bench.tables`).
-AccuracyKey: Any = collections.namedtuple("AccuracyKey", ("table", "profile", "data", "row_id"))
+#: Identity of an accuracy measurement: the record's key fields and the table row's id.
+AccuracyKey: Any = collections.namedtuple("AccuracyKey", (*key_fields(TableRecord), "row_id"))  # type: ignore[misc]
 #: Identity of a benchmark in a (retired) pytest-benchmark record.
 PytestBenchmarkKey: Any = collections.namedtuple("PytestBenchmarkKey", ("source", "threads", "name"))

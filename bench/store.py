@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from bench.rows import LayerRow, ModelRow, row_schema
+from bench.rows import LayerRow, ModelRow, TableRecord, row_schema
 
 __all__ = ["ResultStore", "SchemaError", "atomic_write_text", "validate", "SCHEMAS", "schema_id"]
 
@@ -40,30 +40,17 @@ _ENV = {
     },
 }
 
-_NUM = {"type": ["number", "null"]}
+
+
+def _record_schema(fields: dict[str, Any], environment: dict[str, Any]) -> dict[str, Any]:
+    """A record kind's schema: the common header (schema id, time, environment) plus ``fields``."""
+    return {**fields, "required": ["schema", "created", "environment", *fields["required"]],
+            "properties": {**fields["properties"], "environment": environment}}
+
 
 # One schema per record kind. Kept here (not in each producer) so the report and compare code
-# can rely on them without importing producers.
-SCHEMAS: dict[str, dict[str, Any]] = {
-    "tables": {
-        "type": "object",
-        "required": ["schema", "created", "environment", "table", "row", "data", "profile", "config",
-                     "metrics", "bops", "bops_paper", "wall_time_s"],
-        "properties": {
-            "table": {"enum": ["cityscapes", "kitti"]},
-            "row": {"type": "object", "required": ["id", "precision", "shrinkage"]},
-            "data": {"type": "string"},  # data source, e.g. "SynthStreets 128x256 (synthetic)"
-            "profile": {"type": "string"},
-            "config": {"type": ["object", "null"]},
-            "metrics": {"type": "object", "additionalProperties": _NUM},
-            "metrics_paper": {"type": "object", "additionalProperties": _NUM},
-            "bops": {"type": "number"},
-            "bops_paper": {"type": "number"},
-            "wall_time_s": {"type": "number"},
-            "environment": _ENV,
-        },
-    },
-}
+# can rely on them without importing producers; the row-level parts derive from bench.rows.
+SCHEMAS: dict[str, dict[str, Any]] = {"tables": _record_schema(row_schema(TableRecord), _ENV)}
 
 
 # ---- timing (bench.timing): layer and model rows, derived from their typed definitions ----

@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from bench.rows import LayerRow, ModelRow, report_columns, required_report_fields
+from bench.rows import LayerRow, ModelRow, TableRecord, report_columns, required_report_fields
 
 __all__ = ["Results", "LoadError", "load_results", "record_files", "version_of", "machine_of", "KINDS"]
 
@@ -36,7 +36,7 @@ KINDS = ("tables", "timing", "pytest-benchmark")
 _SCHEMA_RE = re.compile(r"^wcc-bench/([a-z-]+)/v1$")
 # Fields the loader reads, per kind (top level; rows are checked in the row readers).
 _REQUIRED = {
-    "tables": ("environment", "created", "table", "row", "data", "profile", "metrics", "bops", "bops_paper"),
+    "tables": ("environment", "created", *required_report_fields(TableRecord)),
     "timing": ("environment", "created", "name", "device", "layer_rows", "model_rows"),
     "pytest-benchmark": ("environment", "created", "benchmarks"),
 }

@@ -135,8 +135,8 @@ def _frame(df: pd.DataFrame, bench: str, keys: list[Any], labels: list[str], met
 def _accuracy(df: pd.DataFrame, rules: Rules) -> list[pd.DataFrame]:
     if not len(df):
         return []
-    keys = [AccuracyKey(t, p, d, r) for t, p, d, r in zip(_col(df, "table"), _col(df, "profile"), _col(df, "data"),
-                                                          _col(df, "row_id"))]
+    fields: tuple[str, ...] = AccuracyKey._fields
+    keys = [AccuracyKey._make(parts) for parts in zip(*(_col(df, c) for c in fields))]
     labels = [f"{'Cityscapes-table' if t == 'cityscapes' else 'KITTI-table'} {pr} {sh} [{p}; {d}]" for t, pr, sh, p, d
               in zip(_col(df, "table"), _col(df, "precision"), _col(df, "shrinkage"), _col(df, "profile"),
                      _col(df, "data"))]

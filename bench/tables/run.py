@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.rows import TableRecord
 from bench.store import ResultStore, atomic_write_text
 from bench.tables.paper import TABLE_METRICS, paper_row
 from bench.tables.profiles import Profile, get_profile
@@ -236,9 +237,8 @@ def run_row(job: RowJob) -> dict[str, Any]:
     metrics = _clean(result.metrics)
     if "iou" in result.metrics:  # per-class IoU, kept for the report
         metrics.update({f"iou_{k}": v for k, v in _clean(dict(result.metrics["iou"])).items()})
-    record = store.new_record(
-        "tables",
-        table=job.table,
+    record = store.new_record("tables", **TableRecord(
+        table=sweep.table,
         row={"id": row.id, "precision": row.precision, "shrinkage": row.shrinkage, "parent": row.stage.parent},
         data=data_source(profile, job.table, spec),
         synthetic=profile.data == "synthetic",
@@ -257,7 +257,7 @@ def run_row(job: RowJob) -> dict[str, Any]:
         train_time_s=result.train_time_s,
         eval_time_s=result.eval_time_s,
         device=spec.device,
-    )
+    ).to_dict())
     store.write("tables", job.record_name, record)
     return record
 
