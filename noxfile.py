@@ -75,7 +75,8 @@ def typecheck(session: nox.Session) -> None:
     """mypy on ``wcc`` and ``bench`` (settings in pyproject.toml)."""
     _install(session, "test")
     session.install("mypy>=1.10")
-    session.run("mypy", *session.posargs)
+    # "python -m": with a reused environment the mypy script may live outside the session.
+    session.run("python", "-m", "mypy", *session.posargs)
 
 
 @nox.session(venv_params=VENV_PARAMS)
