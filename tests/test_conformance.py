@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import selected_device, selected_dtypes
 
 import wcc.backends.reference as reference_module
-from conftest import selected_device, selected_dtypes
 from wcc import WCCConfig
 from wcc.backends import ENV_VAR, get_backend, list_backends
 from wcc.backends.reference import keep_count, select_positions

@@ -29,7 +29,7 @@ from wcc.backends._registry import Backend, BackendUnavailableError, register_ba
 from wcc.backends.reference import keep_count
 from wcc.config import WCCConfig
 
-__all__ = ["CUDABackend", "CUDA", "PRIORITY", "SUPPORTED_DTYPES", "MAX_LEVELS"]
+__all__ = ["CUDA", "MAX_LEVELS", "PRIORITY", "SUPPORTED_DTYPES", "CUDABackend"]
 
 PRIORITY = 30  # auto on CUDA tensors: cuda (30), triton (20), then reference (0); cpu (10) refuses them
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -83,7 +83,9 @@ class CUDABackend(Backend):
     name = "cuda"
 
     def unavailable_reason(self) -> str | None:
-        from wcc.backends import cuda_build  # lazily: the build machinery is only needed here
+        from wcc.backends import (
+            cuda_build,  # lazily: the build machinery is only needed here
+        )
 
         reason = cuda_build.status()  # cheap checks first: no compiler starts on a machine without a GPU
         if reason is not None:
