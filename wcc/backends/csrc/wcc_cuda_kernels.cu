@@ -10,7 +10,8 @@
 //   3. wcc_haar_gather   a second pass over x that writes only the kept coefficients, with the
 //                        activation fake-quant fused (float values, or int8 codes for <= 8 bits).
 //   4. wcc_gemm_kept     W @ kept columns: WMMA tensor cores for float16/bfloat16, a tiled SIMT
-//                        kernel for float32, dp4a int8 with exact int32 sums for integer codes.
+//                        kernel for float32; for integer codes, int8 with exact int32 sums on
+//                        tensor cores (IMMA, sm_75+) or with dp4a (older GPUs).
 //   5. wcc_scatter_ihaar scatter fused with the inverse transform, the crop and the bias: each
 //                        thread rebuilds one tile of one output channel from the kept values.
 //   + wcc_quantize / wcc_quant_backward for training (straight-through, learned-step alpha).
@@ -473,6 +474,7 @@ __device__ __forceinline__ void gemm_wmma_body(const T* __restrict__ a, const T*
 
 template <typename T> __host__ __device__ constexpr bool is_half() { return false; }
 template <> __host__ __device__ constexpr bool is_half<__half>() { return true; }
+static_assert(is_half<__half>() && !is_half<float>(), "is_half");  // (also keeps nvcc from calling it unused)
 
 template <typename T>
 __global__ void __launch_bounds__(128) gemm_wmma_kernel(const T* __restrict__ a, const T* __restrict__ b,
@@ -553,6 +555,76 @@ __global__ void __launch_bounds__(256) gemm_int8_kernel(const int8_t* __restrict
       const int64_t gr = row0 + tr + 16 * i, gc = col0 + tc + 16 * j;
       if (gr < m && gc < cols) oimg[gr * cols + gc] = (float)acc[i][j] * scale;
     }
+}
+
+// int8 x int8 -> int32 on tensor cores (IMMA, WMMA 16x16x16 signed char, sm_75+): the same
+// 64x64 block of 4 warps as gemm_wmma_kernel. 8-bit fragments need 32-byte aligned pointers, so
+// the operands are staged in 16x16 slabs: A row-major [k-slab][row][16], B column-major
+// [k-slab][col-slab][col][16]; every fragment pointer is then a multiple of 256 bytes.
+__device__ __forceinline__ void gemm_imma_body(const int8_t* __restrict__ a, const int8_t* __restrict__ b, float scale,
+                                               float* __restrict__ out, int64_t m, int64_t kd, int64_t cols) {
+  using namespace nvcuda;
+  __shared__ __align__(32) signed char as[2][kTm][16];
+  __shared__ __align__(32) signed char bs[2][kTn / 16][16][16];
+  __shared__ __align__(32) int cs[4][32][32 + 4];
+  const int64_t img = blockIdx.z;
+  const int8_t* bimg = b + img * kd * cols;
+  const int64_t row0 = (int64_t)blockIdx.y * kTm, col0 = (int64_t)blockIdx.x * kTn;
+  const int warp = threadIdx.x / 32, wr = (warp / 2) * 32, wc = (warp % 2) * 32;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, int> acc[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0);
+  for (int64_t k0 = 0; k0 < kd; k0 += 32) {
+    for (int e = threadIdx.x; e < kTm * 32; e += 128) {
+      const int r = e / 32, kk = e % 32;
+      const int64_t gr = row0 + r, gk = k0 + kk;
+      as[kk / 16][r][kk % 16] = (gr < m && gk < kd) ? (signed char)a[gr * kd + gk] : (signed char)0;
+    }
+    for (int e = threadIdx.x; e < 32 * kTn; e += 128) {
+      const int kk = e / kTn, cc = e % kTn;  // consecutive threads read consecutive columns
+      const int64_t gk = k0 + kk, gc = col0 + cc;
+      bs[kk / 16][cc / 16][cc % 16][kk % 16] = (gk < kd && gc < cols) ? (signed char)bimg[gk * cols + gc] : (signed char)0;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, signed char, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, signed char, wmma::col_major> fb[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &as[ks][wr + 16 * i][0], 16);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &bs[ks][(wc / 16) + j][0][0], 16);
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(&cs[warp][16 * i][16 * j], acc[i][j], 32 + 4, wmma::mem_row_major);
+  __syncwarp();
+  float* oimg = out + img * m * cols;
+  const int lane = threadIdx.x % 32;
+  for (int r = 0; r < 32; ++r) {
+    const int64_t gr = row0 + wr + r, gc = col0 + wc + lane;
+    if (gr < m && gc < cols) oimg[gr * cols + gc] = (float)cs[warp][r][lane] * scale;
+  }
+}
+
+__global__ void __launch_bounds__(128) gemm_imma_kernel(const int8_t* __restrict__ a, const int8_t* __restrict__ b,
+                                                        float scale, float* __restrict__ out, int64_t m, int64_t kd,
+                                                        int64_t cols) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  gemm_imma_body(a, b, scale, out, m, kd, cols);
+#else
+  __trap();  // never launched below sm_75: the host picks the dp4a kernel there
+#endif
 }
 
 // ------------------------------------------------------------------------------ quantizer (training)
@@ -679,7 +751,16 @@ int wcc_gemm_kept_int8(const int8_t* a, const int8_t* b, float scale, float* out
                        int64_t kdim, int64_t cols, void* stream) {
   if (n == 0 || m == 0 || cols == 0) return 0;
   const dim3 grid((unsigned int)((cols + kTn - 1) / kTn), (unsigned int)((m + kTm - 1) / kTm), (unsigned int)n);
-  gemm_int8_kernel<<<grid, 256, 0, static_cast<cudaStream_t>(stream)>>>(a, b, scale, out, m, kdim, cols);
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  int dev = 0, major = 0, minor = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+  if (major * 10 + minor >= 75) {  // int8 tensor cores
+    gemm_imma_kernel<<<grid, 128, 0, s>>>(a, b, scale, out, m, kdim, cols);
+  } else {
+    gemm_int8_kernel<<<grid, 256, 0, s>>>(a, b, scale, out, m, kdim, cols);
+  }
   return (int)cudaGetLastError();
 }
 

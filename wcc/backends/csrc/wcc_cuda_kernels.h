@@ -41,7 +41,8 @@ int wcc_haar_gather(const void* x, int dtype, const int32_t* slot_map, void* out
 int wcc_gemm_kept(const void* a, const void* b, int dtype, float* out, int64_t n, int64_t m, int64_t kdim,
                   int64_t cols, void* stream);
 
-// out (N, M, k) float32 = scale * (A (M, K) int8 @ B[n] (K, k) int8), exact int32 sums (dp4a).
+// out (N, M, k) float32 = scale * (A (M, K) int8 @ B[n] (K, k) int8), exact int32 sums (IMMA tensor
+// cores on sm_75+, dp4a before).
 int wcc_gemm_kept_int8(const int8_t* a, const int8_t* b, float scale, float* out, int64_t n, int64_t m,
                        int64_t kdim, int64_t cols, void* stream);
 
