@@ -35,6 +35,7 @@ from wcc import WCCConfig
 from wcc.backends import ENV_VAR, get_backend, list_backends
 from wcc.backends.reference import keep_count, select_positions
 from wcc.haar import haar2d, pad_to_multiple
+from wcc.quant import weight_quant, weight_quant_codes
 
 REFERENCE = get_backend("reference")
 ALPHA = 8.0
@@ -213,3 +214,31 @@ def test_backend_matches_reference(backend_on, monkeypatch, shape, c_out, levels
         scale = _alpha_grad_scale(x, weight, grad, config, support if support is not None else ref_idx)
         _assert_rel(grads["alpha"].reshape(()), grads64["alpha"].reshape(()), tol, "grad act_alpha", scale=scale)
 
+
+
+@pytest.mark.parametrize("weight_bits", [8, 4])
+@pytest.mark.parametrize("shape,c_out,levels,keep,act_bits", [
+    pytest.param((2, 8, 13, 21), 12, 2, 0.25, 8, id="J2-odd-q8"),
+    pytest.param((1, 16, 9, 30), 20, 3, 0.5, 6, id="J3-odd-q6"),
+])
+def test_integer_weight_codes_match_reference(backend_on, monkeypatch, shape, c_out, levels, keep, act_bits, weight_bits):
+    """Inference with the weight's integer codes (the int8 GEMMs of the cpu and cuda backends;
+    other backends ignore the hint) equals the float64 reference on the fake-quant weight."""
+    backend, device, dtype = backend_on
+    config = WCCConfig(levels=levels, keep_ratio=keep, act_bits=act_bits, backend=backend.name)
+    refusal = _refusal(backend, device, dtype, config, shape)
+    if refusal is not None:
+        pytest.skip(f"{backend.name} refuses this case: {refusal}")
+    x, weight, bias, grad = _problem(shape, c_out, config, seed=sum(shape) + weight_bits)
+    w_alpha = torch.tensor(2.5, dtype=dtype, device=device)  # clips the largest weights: codes reach +-levels
+    wq = weight_quant(weight.to(device=device, dtype=dtype), w_alpha, weight_bits)
+    codes = weight_quant_codes(weight.to(device=device, dtype=dtype), w_alpha, weight_bits)
+    assert codes is not None and codes.codes.dtype == torch.int8
+    alpha = torch.tensor(ALPHA, dtype=dtype, device=device)
+    with torch.inference_mode():
+        got = backend.wcc_conv(x.to(device=device, dtype=dtype), wq, bias.to(device=device, dtype=dtype), alpha,
+                               config, codes)
+    support = backend.keep_indices(x.to(device=device, dtype=dtype), config).cpu() if dtype in HALF else None
+    y64, _, _ = _reference64(x, wq.cpu().double(), bias, grad, config, True, support, monkeypatch)
+    tol = TOLERANCE[dtype] * (QUANTIZED_HALF_FACTOR if dtype in HALF else 1.0)
+    _assert_rel(got.cpu().double(), y64, tol, "output with integer weight codes")
