@@ -54,7 +54,10 @@ std::tuple<at::Tensor, at::Tensor> select_kept(const at::Tensor& x, int64_t leve
   const int64_t p = padded(h, levels) * padded(w, levels);
   auto i32 = x.options().dtype(at::kInt);
   at::Tensor score = at::empty({n, p}, x.options().dtype(at::kFloat));
-  check(wcc_haar_energy(x.data_ptr(), dtype_code(x), score.data_ptr<float>(), n, c, int(h), int(w), int(levels),
+  const int64_t chunks = wcc_energy_chunks(n, c, int(h), int(w), int(levels));
+  at::Tensor partial = chunks > 1 ? at::empty({chunks, n, p}, score.options()) : at::Tensor();
+  check(wcc_haar_energy(x.data_ptr(), dtype_code(x), score.data_ptr<float>(),
+                        chunks > 1 ? partial.data_ptr<float>() : nullptr, chunks, n, c, int(h), int(w), int(levels),
                         stream()), "haar_energy");
   at::Tensor kept = at::empty({n, k}, i32);
   at::Tensor slot_map = at::empty({n, p}, i32);

@@ -2,8 +2,9 @@
 // the cpu backend's (csrc/wcc_cpu.cpp) for memory traffic:
 //
 //   1. wcc_haar_energy   one pass over x: each thread transforms one 2^J x 2^J tile of one image
-//                        channel after channel (the Haar transform of a tile depends on that tile
-//                        only) and accumulates the channel energy; the transform is not stored.
+//                        for a chunk of channels (the Haar transform of a tile depends on that
+//                        tile only) and accumulates the channel energy; the chunks' sums are added
+//                        in a fixed order (deterministic); the transform is not stored.
 //   2. wcc_topk_select   radix select of the k-th largest energy per image (4 passes of 8 bits
 //                        over the float's bit pattern, which orders like the value for x >= 0),
 //                        then an ordered compaction: kept positions ascending, plus a slot map.
@@ -156,45 +157,76 @@ __device__ __forceinline__ float quant_code(float c, float alpha, float n) {
   return rintf(fminf(fmaxf(u, -1.0f), 1.0f) * n);
 }
 
+// The per-tile kernels give each thread one tile of one image and a chunk of channels: a thread
+// per tile alone is too few threads (8 images of 128x256 at J=3 are 4096 tiles) to hide memory
+// latency. Thread ids run over tiles fastest, so neighbouring threads read neighbouring tiles.
+struct TileWork {
+  int64_t img, chunk;
+  int ty, tx;
+};
+
+__device__ __forceinline__ TileWork tile_work(int64_t id, const Geo& g, int64_t chunks) {
+  const int64_t tiles = (int64_t)g.ht * g.wt;
+  TileWork t;
+  const int64_t tile = id % tiles;
+  t.chunk = (id / tiles) % chunks;
+  t.img = id / (tiles * chunks);
+  t.ty = (int)(tile / g.wt);
+  t.tx = (int)(tile % g.wt);
+  return t;
+}
+
 // ------------------------------------------------------------------------------ 1. energy
 
+// partial[chunk][img][pos] = sum over the chunk's channels of coeff^2 (or straight into score
+// when there is one chunk); reduce_partials_kernel then sums the chunks in a fixed order, so the
+// score, and with it the kept set, is deterministic.
 template <typename T, int L>
-__global__ void haar_energy_kernel(const T* __restrict__ x, float* __restrict__ score, int64_t n, int64_t c,
-                                   Geo g) {
+__global__ void haar_energy_kernel(const T* __restrict__ x, float* __restrict__ partial, int64_t n, int64_t c,
+                                   int64_t chunks, int64_t cpt, Geo g) {
   constexpr int M = 1 << L;
-  const int64_t tiles = (int64_t)g.ht * g.wt;
   const int64_t id = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (id >= n * tiles) return;
-  const int64_t img = id / tiles;
-  const int ty = (int)((id % tiles) / g.wt), tx = (int)(id % g.wt);
+  if (id >= n * chunks * g.ht * g.wt) return;
+  const TileWork tw = tile_work(id, g, chunks);
   float acc[M * M];
 #pragma unroll
   for (int i = 0; i < M * M; ++i) acc[i] = 0.0f;
   float t[M * M];
-  for (int64_t ch = 0; ch < c; ++ch) {
-    load_tile<T, L>(x + (img * c + ch) * g.h * g.w, g, ty, tx, t);
+  const int64_t c_end = min(c, (tw.chunk + 1) * cpt);
+  for (int64_t ch = tw.chunk * cpt; ch < c_end; ++ch) {
+    load_tile<T, L>(x + (tw.img * c + ch) * g.h * g.w, g, tw.ty, tw.tx, t);
     fwd_tile<L>(t);
 #pragma unroll
     for (int i = 0; i < M * M; ++i) acc[i] += t[i] * t[i];
   }
+  float* out = partial + (tw.chunk * n + tw.img) * g.p;
 #pragma unroll
   for (int u = 0; u < M; ++u)
 #pragma unroll
-    for (int v = 0; v < M; ++v) score[img * g.p + mallat_pos(g, ty, tx, u, v)] = acc[u * M + v];
+    for (int v = 0; v < M; ++v) out[mallat_pos(g, tw.ty, tw.tx, u, v)] = acc[u * M + v];
+}
+
+__global__ void reduce_partials_kernel(const float* __restrict__ partial, float* __restrict__ score, int64_t chunks,
+                                       int64_t numel) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= numel) return;
+  float acc = 0.0f;
+  for (int64_t j = 0; j < chunks; ++j) acc += partial[j * numel + i];
+  score[i] = acc;
 }
 
 // ------------------------------------------------------------------------------ 3. gather
 
+constexpr int64_t kChannelsPerThread = 8;  // gather / scatter: slot lookups shared by 8 channels
+
 template <typename T, int L>
 __global__ void haar_gather_kernel(const T* __restrict__ x, const int32_t* __restrict__ slot_map,
                                    void* __restrict__ out, int mode, float alpha, float qn, int64_t n, int64_t c,
-                                   Geo g, int64_t k) {
+                                   int64_t chunks, Geo g, int64_t k) {
   constexpr int M = 1 << L;
-  const int64_t tiles = (int64_t)g.ht * g.wt;
   const int64_t id = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (id >= n * tiles) return;
-  const int64_t img = id / tiles;
-  const int ty = (int)((id % tiles) / g.wt), tx = (int)(id % g.wt);
+  if (id >= n * chunks * g.ht * g.wt) return;
+  const TileWork tw = tile_work(id, g, chunks);
   // The slots of this tile's coefficients are the same for every channel: look them up once.
   int32_t slot[M * M];
   bool any = false;
@@ -202,15 +234,16 @@ __global__ void haar_gather_kernel(const T* __restrict__ x, const int32_t* __res
   for (int u = 0; u < M; ++u)
 #pragma unroll
     for (int v = 0; v < M; ++v) {
-      slot[u * M + v] = slot_map[img * g.p + mallat_pos(g, ty, tx, u, v)];
+      slot[u * M + v] = slot_map[tw.img * g.p + mallat_pos(g, tw.ty, tw.tx, u, v)];
       any |= slot[u * M + v] >= 0;
     }
-  if (!any) return;  // most tiles of a sparse support: skip the transform entirely
+  if (!any) return;  // a tile without kept positions: skip the transform entirely
   float t[M * M];
-  for (int64_t ch = 0; ch < c; ++ch) {
-    load_tile<T, L>(x + (img * c + ch) * g.h * g.w, g, ty, tx, t);
+  const int64_t c_end = min(c, (tw.chunk + 1) * kChannelsPerThread);
+  for (int64_t ch = tw.chunk * kChannelsPerThread; ch < c_end; ++ch) {
+    load_tile<T, L>(x + (tw.img * c + ch) * g.h * g.w, g, tw.ty, tw.tx, t);
     fwd_tile<L>(t);
-    const int64_t row = (img * c + ch) * k;
+    const int64_t row = (tw.img * c + ch) * k;
 #pragma unroll
     for (int i = 0; i < M * M; ++i) {
       if (slot[i] < 0) continue;
@@ -233,34 +266,35 @@ __global__ void haar_gather_kernel(const T* __restrict__ x, const int32_t* __res
 
 template <typename T, int L>
 __global__ void scatter_ihaar_kernel(const float* __restrict__ vals, const int32_t* __restrict__ slot_map,
-                                     const T* __restrict__ bias, T* __restrict__ y, int64_t n, int64_t c, Geo g,
-                                     int64_t k) {
+                                     const T* __restrict__ bias, T* __restrict__ y, int64_t n, int64_t c,
+                                     int64_t chunks, Geo g, int64_t k) {
   constexpr int M = 1 << L;
-  const int64_t tiles = (int64_t)g.ht * g.wt;
   const int64_t id = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (id >= n * c * tiles) return;
-  const int64_t plane = id / tiles;  // img * c + ch
-  const int64_t img = plane / c, ch = plane % c;
-  const int ty = (int)((id % tiles) / g.wt), tx = (int)(id % g.wt);
-  float t[M * M];
-  const float* row = vals + plane * k;
+  if (id >= n * chunks * g.ht * g.wt) return;
+  const TileWork tw = tile_work(id, g, chunks);
+  int32_t slot[M * M];
 #pragma unroll
   for (int u = 0; u < M; ++u)
 #pragma unroll
-    for (int v = 0; v < M; ++v) {
-      const int32_t s = slot_map[img * g.p + mallat_pos(g, ty, tx, u, v)];
-      t[u * M + v] = s >= 0 ? row[s] : 0.0f;
-    }
-  inv_tile<L>(t);
-  const float b = bias != nullptr ? to_f<T>(bias[ch]) : 0.0f;
-  T* out = y + plane * g.h * g.w;
+    for (int v = 0; v < M; ++v) slot[u * M + v] = slot_map[tw.img * g.p + mallat_pos(g, tw.ty, tw.tx, u, v)];
+  float t[M * M];
+  const int64_t c_end = min(c, (tw.chunk + 1) * kChannelsPerThread);
+  for (int64_t ch = tw.chunk * kChannelsPerThread; ch < c_end; ++ch) {
+    const int64_t plane = tw.img * c + ch;
+    const float* row = vals + plane * k;
 #pragma unroll
-  for (int i = 0; i < M; ++i) {
-    const int r = ty * M + i;
+    for (int i = 0; i < M * M; ++i) t[i] = slot[i] >= 0 ? row[slot[i]] : 0.0f;
+    inv_tile<L>(t);
+    const float b = bias != nullptr ? to_f<T>(bias[ch]) : 0.0f;
+    T* out = y + plane * g.h * g.w;
 #pragma unroll
-    for (int j = 0; j < M; ++j) {
-      const int col = tx * M + j;
-      if (r < g.h && col < g.w) out[(int64_t)r * g.w + col] = from_f<T>(t[i * M + j] + b);  // the crop
+    for (int i = 0; i < M; ++i) {
+      const int r = tw.ty * M + i;
+#pragma unroll
+      for (int j = 0; j < M; ++j) {
+        const int col = tw.tx * M + j;
+        if (r < g.h && col < g.w) out[(int64_t)r * g.w + col] = from_f<T>(t[i * M + j] + b);  // the crop
+      }
     }
   }
 }
@@ -695,14 +729,33 @@ extern "C" {
 
 int wcc_max_levels(void) { return kMaxLevels; }
 
-int wcc_haar_energy(const void* x, int dtype, float* score, int64_t n, int64_t c, int h, int w, int levels,
-                    void* stream) {
+int64_t wcc_energy_chunks(int64_t n, int64_t c, int h, int w, int levels) {
+  // Enough threads to fill a large GPU (~64K), but at least 8 channels per thread.
   const Geo g = make_geo(h, w, levels);
-  const int64_t work = n * g.ht * g.wt;
+  const int64_t tiles = n * g.ht * g.wt;
+  if (tiles == 0 || c == 0) return 1;
+  int64_t chunks = (65536 + tiles - 1) / tiles;
+  chunks = chunks < 1 ? 1 : chunks;
+  const int64_t max_chunks = (c + 7) / 8;
+  return chunks > max_chunks ? max_chunks : chunks;
+}
+
+int wcc_haar_energy(const void* x, int dtype, float* score, float* partial, int64_t chunks, int64_t n, int64_t c,
+                    int h, int w, int levels, void* stream) {
+  const Geo g = make_geo(h, w, levels);
+  if (chunks < 1 || (chunks > 1 && partial == nullptr)) return (int)cudaErrorInvalidValue;
+  const int64_t work = n * chunks * g.ht * g.wt;
   if (work == 0) return 0;
+  const int64_t cpt = (c + chunks - 1) / chunks;
+  float* target = chunks == 1 ? score : partial;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   WCC_DISPATCH_DTYPE(dtype, T, WCC_DISPATCH_LEVELS(levels, L,
-      haar_energy_kernel<T, L><<<blocks_for(work, 128), 128, 0, s>>>(static_cast<const T*>(x), score, n, c, g)));
+      haar_energy_kernel<T, L><<<blocks_for(work, 128), 128, 0, s>>>(static_cast<const T*>(x), target, n, c, chunks,
+                                                                    cpt, g)));
+  if (chunks > 1) {
+    const int64_t numel = n * g.p;
+    reduce_partials_kernel<<<blocks_for(numel, 256), 256, 0, s>>>(partial, score, chunks, numel);
+  }
   return (int)cudaGetLastError();
 }
 
@@ -717,12 +770,13 @@ int wcc_topk_select(const float* score, int64_t n, int64_t p, int64_t k, int32_t
 int wcc_haar_gather(const void* x, int dtype, const int32_t* slot_map, void* out, int mode, float alpha,
                     float qlevels, int64_t n, int64_t c, int h, int w, int levels, int64_t k, void* stream) {
   const Geo g = make_geo(h, w, levels);
-  const int64_t work = n * g.ht * g.wt;
+  const int64_t chunks = (c + kChannelsPerThread - 1) / kChannelsPerThread;
+  const int64_t work = n * chunks * g.ht * g.wt;
   if (work == 0) return 0;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   WCC_DISPATCH_DTYPE(dtype, T, WCC_DISPATCH_LEVELS(levels, L,
       haar_gather_kernel<T, L><<<blocks_for(work, 128), 128, 0, s>>>(static_cast<const T*>(x), slot_map, out, mode,
-                                                                    alpha, qlevels, n, c, g, k)));
+                                                                    alpha, qlevels, n, c, chunks, g, k)));
   return (int)cudaGetLastError();
 }
 
@@ -767,12 +821,13 @@ int wcc_gemm_kept_int8(const int8_t* a, const int8_t* b, float scale, float* out
 int wcc_scatter_ihaar(const float* vals, const int32_t* slot_map, const void* bias, void* y, int dtype, int64_t n,
                       int64_t c, int h, int w, int levels, int64_t k, void* stream) {
   const Geo g = make_geo(h, w, levels);
-  const int64_t work = n * c * g.ht * g.wt;
+  const int64_t chunks = (c + kChannelsPerThread - 1) / kChannelsPerThread;
+  const int64_t work = n * chunks * g.ht * g.wt;
   if (work == 0) return 0;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   WCC_DISPATCH_DTYPE(dtype, T, WCC_DISPATCH_LEVELS(levels, L,
       scatter_ihaar_kernel<T, L><<<blocks_for(work, 128), 128, 0, s>>>(vals, slot_map, static_cast<const T*>(bias),
-                                                                      static_cast<T*>(y), n, c, g, k)));
+                                                                      static_cast<T*>(y), n, c, chunks, g, k)));
   return (int)cudaGetLastError();
 }
 

@@ -21,10 +21,14 @@ enum WccGatherMode {
   WCC_RAW_F32 = 3,    // the coefficient, float32
 };
 
+// How many channel chunks wcc_haar_energy splits the channels into (threads per tile).
+int64_t wcc_energy_chunks(int64_t n, int64_t c, int h, int w, int levels);
+
 // score (N, P) float32: per position, the channel energy sum_c coeff^2 of the J-level Haar
-// transform of the zero-padded x. The transform itself is not stored.
-int wcc_haar_energy(const void* x, int dtype, float* score, int64_t n, int64_t c, int h, int w,
-                    int levels, void* stream);
+// transform of the zero-padded x. The transform itself is not stored. With chunks > 1, partial is
+// a (chunks, N, P) float32 scratch buffer (the chunks' sums, added in a fixed order).
+int wcc_haar_energy(const void* x, int dtype, float* score, float* partial, int64_t chunks, int64_t n, int64_t c,
+                    int h, int w, int levels, void* stream);
 
 // Per image the k largest scores: kept (N, k) int32 ascending, slot_map (N, P) int32 (the
 // position's column among the kept ones, or -1). On exact ties the lower positions are kept.
