@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from wcc import WCCConfig
+from wcc import WCCConfig, WCCConv2d
 from wcc.backends import (
     BackendUnavailableError,
     cuda_build,
@@ -167,3 +167,51 @@ def test_compile_only_for_sm80_sm87_sm90(tmp_path):
         missing = [name for name in KERNEL_NAMES if name.encode() not in blob]
         assert not missing, f"sm_{arch}: kernels missing from the object: {missing}"
         assert _device_archs(obj) == {arch}, f"{obj.name} holds device code for {_device_archs(obj)}"
+
+
+# --------------------------------------------------------------------------- on a GPU (--run-gpu)
+
+
+@pytest.fixture
+def built(monkeypatch):
+    monkeypatch.delenv("WCC_BACKEND", raising=False)
+    reason = CUDA.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"cuda backend unavailable: {reason}")
+
+
+@pytest.mark.gpu
+def test_gpu_layer_under_autocast(built, monkeypatch):
+    layer = WCCConv2d(32, 48, config=WCCConfig(levels=3)).cuda()
+    x = torch.randn(2, 32, 45, 61, device="cuda", requires_grad=True)
+    with torch.autocast("cuda", dtype=torch.float16):
+        assert select_backend(x, layer.config).name == "cuda"
+        y = layer(x)
+        monkeypatch.setenv("WCC_BACKEND", "reference")
+        y_ref = layer(x)
+    assert y.dtype == y_ref.dtype == torch.float16
+    err = float((y.double() - y_ref.double()).abs().max() / y_ref.double().abs().max())
+    assert err <= 2e-2, err
+    y.float().square().mean().backward()
+    assert x.grad is not None and layer.weight.grad is not None and layer.act_alpha.grad is not None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_gpu_quantized_inference_takes_the_int8_path(built, monkeypatch, dtype):
+    """A quantized layer in inference hands its integer weight to the cuda backend (IMMA GEMM);
+    the output equals the reference layer's to the dtype's rounding."""
+    layer = WCCConv2d(64, 96, config=WCCConfig(levels=2, keep_ratio=0.25, weight_bits=8, act_bits=8))
+    layer = layer.to(device="cuda", dtype=dtype).eval()
+    x = torch.randn(2, 64, 37, 50, device="cuda", dtype=dtype)
+    calls = []
+    original = torch.ops.wcc_cuda.forward
+    monkeypatch.setattr(torch.ops.wcc_cuda, "forward", lambda *a: calls.append(a[8] is not None) or original(*a),
+                        raising=False)
+    with torch.inference_mode():
+        y = layer(x)
+        monkeypatch.setenv("WCC_BACKEND", "reference")
+        y_ref = layer(x)
+    assert calls == [True], "the integer weight codes did not reach the cuda backend"
+    err = float((y.double() - y_ref.double()).abs().max() / y_ref.double().abs().max())
+    assert err <= (1e-5 if dtype == torch.float32 else 1.2e-2), err
