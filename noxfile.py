@@ -77,8 +77,8 @@ def _want_pip_nvcc() -> bool:
         return False
     if choice in ("1", "yes", "true", "on"):
         return True
-    # PyPI's nvcc wheels exist for Linux x86_64 and aarch64 only.
-    return not _host_has_nvcc() and platform.system() == "Linux" and platform.machine() in ("x86_64", "aarch64")
+    # PyPI's CUDA 13 nvcc wheels are for Linux x86_64 (a Jetson has JetPack's nvcc).
+    return not _host_has_nvcc() and platform.system() == "Linux" and platform.machine() == "x86_64"
 
 
 @nox.session(venv_params=VENV_PARAMS)
