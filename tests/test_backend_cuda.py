@@ -1,9 +1,12 @@
-"""The ``cuda`` backend without a GPU: registration, dispatch, reasons, and the compile-only build.
+"""The ``cuda`` backend without a GPU: registration, dispatch, reasons, the compile-only build, and
+the kernels' tile code run on the host.
 
 Its numerics are checked by the conformance battery (tests/test_conformance.py) on a GPU:
 ``pytest --device cuda --dtype float16``. Here: the kernels must compile with nvcc alone for
 sm_80 (A100), sm_87 (Jetson Orin) and sm_90 (H100), and each object must hold device code for its
-architecture. Without nvcc that test is skipped with the reason -- except in CI (``CI`` set),
+architecture; and the kernels' per-tile code (Mallat mapping, transform, inverse, quantizer), built
+for the host with ``-DWCC_HOST_SELFTEST``, must equal the reference bit for bit. Without nvcc
+these tests are skipped with the reason -- except in CI (``CI`` set),
 where the nox ``tests`` session installs nvcc from PyPI when the machine has none, so a missing
 nvcc is a failure there.
 """
@@ -151,11 +154,7 @@ def _device_archs(obj: Path) -> set[int]:
 
 def test_compile_only_for_sm80_sm87_sm90(tmp_path):
     """The CI acceptance check: the kernels compile with nvcc alone, one object per architecture."""
-    if cuda_build.find_nvcc() is None:
-        message = "nvcc not found (pip install 'wcc-bench[nvcc]', or set CUDA_HOME)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}: in CI the nox tests session installs it; the compile-only build must run")
-        pytest.skip(message)
+    _require_nvcc()
     proc = subprocess.run([sys.executable, "-m", "wcc.backends.cuda_build", "--compile-only", "--arch", "80,87,90",
                            "--out", str(tmp_path), "--quiet"], capture_output=True, text=True, cwd=_REPO, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -167,6 +166,63 @@ def test_compile_only_for_sm80_sm87_sm90(tmp_path):
         missing = [name for name in KERNEL_NAMES if name.encode() not in blob]
         assert not missing, f"sm_{arch}: kernels missing from the object: {missing}"
         assert _device_archs(obj) == {arch}, f"{obj.name} holds device code for {_device_archs(obj)}"
+
+
+
+def _require_nvcc() -> str:
+    nvcc = cuda_build.find_nvcc()
+    if nvcc is None:
+        message = "nvcc not found (pip install 'wcc-bench[nvcc]', or set CUDA_HOME)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: in CI the nox tests session installs it")
+        pytest.skip(message)
+    return nvcc
+
+
+@pytest.fixture(scope="module")
+def host_selftest(tmp_path_factory):
+    """The kernels' tile code (Mallat mapping, transform, inverse, quantizer) built for the host:
+    ``wcc_cuda_kernels.cu`` with -DWCC_HOST_SELFTEST as a shared library, loaded with ctypes."""
+    import ctypes
+
+    nvcc = _require_nvcc()
+    lib_path = tmp_path_factory.mktemp("cuda-selftest") / "wcc_cuda_selftest.so"
+    cmd = [nvcc, *cuda_build.NVCC_FLAGS, "-DWCC_HOST_SELFTEST", "-shared", "-Xcompiler", "-fPIC",
+           "-gencode=arch=compute_80,code=sm_80", "-I", str(cuda_build.KERNELS.parent), str(cuda_build.KERNELS),
+           "-o", str(lib_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lib = ctypes.CDLL(str(lib_path))
+    fp = ctypes.POINTER(ctypes.c_float)
+    lib.wcc_host_selftest.argtypes = [fp, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_float,
+                                      ctypes.c_float, fp, fp, fp, fp]
+    lib.wcc_host_selftest.restype = ctypes.c_int
+    return lib, fp
+
+
+@pytest.mark.parametrize("c,h,w,levels", [(3, 13, 21, 1), (4, 16, 16, 2), (2, 9, 30, 3), (2, 5, 7, 3), (1, 37, 50, 3)])
+def test_kernel_tile_code_matches_reference_on_the_host(host_selftest, c, h, w, levels):
+    """The per-tile transform of the kernels, written to its Mallat positions, is the reference
+    transform bit for bit (float32), its inverse is the reference inverse bit for bit, the
+    energy is the channel sum of squares and the quantizer is the reference quantizer exactly."""
+    import ctypes
+
+    from wcc.haar import haar2d, ihaar2d, pad_to_multiple, padded_size
+    from wcc.quant import signed_act_quant
+
+    lib, fp = host_selftest
+    gen = torch.Generator().manual_seed(c * 100 + h + w + levels)
+    x = torch.randn(c, h, w, generator=gen)
+    p = padded_size(h, levels) * padded_size(w, levels)
+    coeffs, score, recon, quant = torch.empty(c, p), torch.empty(p), torch.empty(c, h, w), torch.empty(c, p)
+    alpha, bits = 1.5, 8  # a clip inside the coefficients' range: both clipped and rounded values
+    ptr = [ctypes.cast(t.data_ptr(), fp) for t in (x, coeffs, score, recon, quant)]
+    assert lib.wcc_host_selftest(ptr[0], c, h, w, levels, alpha, float(2 ** (bits - 1) - 1), *ptr[1:]) == 0
+    ref = haar2d(pad_to_multiple(x, levels), levels)
+    assert torch.equal(coeffs, ref.reshape(c, p)), "coefficients or their Mallat positions differ"
+    assert torch.equal(recon, ihaar2d(ref, levels)[..., :h, :w]), "inverse transform differs"
+    torch.testing.assert_close(score, ref.reshape(c, p).square().sum(0), rtol=1e-6, atol=0)
+    assert torch.equal(quant, signed_act_quant(ref.reshape(c, p), torch.tensor(alpha), bits))
 
 
 # --------------------------------------------------------------------------- on a GPU (--run-gpu)

@@ -50,7 +50,7 @@ struct Geo {
   int64_t p;     // hp * wp
 };
 
-__host__ Geo make_geo(int h, int w, int levels) {
+__host__ __device__ inline Geo make_geo(int h, int w, int levels) {
   const int m = 1 << levels;
   Geo g;
   g.h = h;
@@ -67,9 +67,19 @@ __host__ Geo make_geo(int h, int w, int levels) {
 // layout, (u, v) lies in a band of side s (the largest power of two <= max(u, v), 1 for the LL
 // corner); that band sits at (ru, rv) in {0,1}^2 of its level's quadrant, and globally the band
 // is ht*s x wt*s with this tile's s x s block at (ty*s, tx*s).
-__device__ __forceinline__ int64_t mallat_pos(const Geo& g, int ty, int tx, int u, int v) {
-  const int t = max(u, v);
-  const int s = t > 0 ? (1 << (31 - __clz(t))) : 1;
+__host__ __device__ __forceinline__ int highest_bit(int t) {  // t > 0
+#ifdef __CUDA_ARCH__
+  return 31 - __clz(t);
+#else
+  return 31 - __builtin_clz((unsigned int)t);
+#endif
+}
+
+// The tile helpers below are __host__ __device__ so that the host self-test (WCC_HOST_SELFTEST,
+// tests/test_backend_cuda.py) runs this very code on the CPU against the reference transform.
+__host__ __device__ __forceinline__ int64_t mallat_pos(const Geo& g, int ty, int tx, int u, int v) {
+  const int t = u > v ? u : v;
+  const int s = t > 0 ? (1 << highest_bit(t)) : 1;
   const int ru = u >= s, rv = v >= s;
   const int row = ru * g.ht * s + ty * s + (u - ru * s);
   const int col = rv * g.wt * s + tx * s + (v - rv * s);
@@ -79,7 +89,7 @@ __device__ __forceinline__ int64_t mallat_pos(const Geo& g, int ty, int tx, int 
 // In-place forward transform of an M x M tile (row-major), levels = log2(M). Same operations
 // in the same order as wcc.haar._forward_levels.
 template <int L>
-__device__ __forceinline__ void fwd_tile(float* t) {
+__host__ __device__ __forceinline__ void fwd_tile(float* t) {
   constexpr int M = 1 << L;
   float tmp[M * M];
 #pragma unroll
@@ -109,7 +119,7 @@ __device__ __forceinline__ void fwd_tile(float* t) {
 
 // In-place inverse (the transpose), as wcc.haar._inverse_levels.
 template <int L>
-__device__ __forceinline__ void inv_tile(float* t) {
+__host__ __device__ __forceinline__ void inv_tile(float* t) {
   constexpr int M = 1 << L;
   float tmp[M * M];
 #pragma unroll
@@ -152,7 +162,7 @@ __device__ __forceinline__ void load_tile(const T* plane, const Geo& g, int ty, 
 }
 
 // Signed fake-quant code of the reference: round-half-even(clamp(c / alpha, -1, 1) * n).
-__device__ __forceinline__ float quant_code(float c, float alpha, float n) {
+__host__ __device__ __forceinline__ float quant_code(float c, float alpha, float n) {
   const float u = c / alpha;
   return rintf(fminf(fmaxf(u, -1.0f), 1.0f) * n);
 }
@@ -165,7 +175,7 @@ struct TileWork {
   int ty, tx;
 };
 
-__device__ __forceinline__ TileWork tile_work(int64_t id, const Geo& g, int64_t chunks) {
+__host__ __device__ __forceinline__ TileWork tile_work(int64_t id, const Geo& g, int64_t chunks) {
   const int64_t tiles = (int64_t)g.ht * g.wt;
   TileWork t;
   const int64_t tile = id % tiles;
@@ -696,6 +706,7 @@ __global__ void quant_backward_kernel(const T* __restrict__ raw, const float* __
   }
 }
 
+
 // ------------------------------------------------------------------------------ dispatch helpers
 
 inline unsigned int blocks_for(int64_t work, int threads) { return (unsigned int)((work + threads - 1) / threads); }
@@ -724,6 +735,54 @@ int device_major() {
   }
 
 }  // namespace
+
+#ifdef WCC_HOST_SELFTEST
+// Host self-test: the tile helpers above (the kernels' own code) run on the CPU over a float32
+// image stack, so a machine without a GPU can check the Mallat mapping, the transform, its
+// inverse and the quantizer against wcc.haar / wcc.quant. Not part of the extension.
+extern "C" int wcc_host_selftest(const float* x, int64_t c, int h, int w, int levels, float alpha, float qlevels,
+                                 float* coeffs, float* score, float* recon, float* quant) {
+  const Geo g = make_geo(h, w, levels);
+  const int m = 1 << levels;
+  for (int64_t i = 0; i < g.p; ++i) score[i] = 0.0f;
+  float t[64];
+  for (int64_t ch = 0; ch < c; ++ch) {
+    for (int64_t id = 0; id < (int64_t)g.ht * g.wt; ++id) {
+      const TileWork tw = tile_work(id, g, 1);
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j) {
+          const int r = tw.ty * m + i, col = tw.tx * m + j;
+          t[i * m + j] = (r < h && col < w) ? x[(ch * h + r) * w + col] : 0.0f;
+        }
+      switch (levels) {
+        case 1: fwd_tile<1>(t); break;
+        case 2: fwd_tile<2>(t); break;
+        case 3: fwd_tile<3>(t); break;
+        default: return 1;
+      }
+      for (int u = 0; u < m; ++u)
+        for (int v = 0; v < m; ++v) {
+          const int64_t pos = mallat_pos(g, tw.ty, tw.tx, u, v);
+          const float val = t[u * m + v];
+          coeffs[ch * g.p + pos] = val;
+          score[pos] += val * val;
+          quant[ch * g.p + pos] = quant_code(val, alpha, qlevels) / qlevels * alpha;
+        }
+      switch (levels) {
+        case 1: inv_tile<1>(t); break;
+        case 2: inv_tile<2>(t); break;
+        default: inv_tile<3>(t); break;
+      }
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j) {
+          const int r = tw.ty * m + i, col = tw.tx * m + j;
+          if (r < h && col < w) recon[(ch * h + r) * w + col] = t[i * m + j];
+        }
+    }
+  }
+  return 0;
+}
+#endif
 
 extern "C" {
 
