@@ -12,7 +12,40 @@ import sys
 import torch
 
 import wcc
-from wcc.backends import ENV_VAR, backend_status, get_backend
+from wcc.backends import ENV_VAR, backend_status, get_backend, list_backends
+from wcc.config import WCCConfig
+
+_PROBE_SHAPE = (1, 8, 64, 64)
+
+
+def _probe_input(device: str, dtype: torch.dtype) -> torch.Tensor:
+    """A stand-in input on ``device`` that needs no such device here (a fake tensor: metadata only)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        return torch.empty(_PROBE_SHAPE, dtype=dtype, device=device)
+
+
+def auto_lines(device: str, dtype: torch.dtype) -> list[str]:
+    """How ``auto`` would dispatch a ``device``/``dtype`` input: each backend's refusal, in order,
+    down to the one that runs it (the backends' own checks, on a stand-in tensor)."""
+    try:
+        x = _probe_input(device, dtype)
+    except Exception as exc:  # noqa: BLE001 - a report, not a failure
+        return [f"auto on {device} {dtype}: cannot probe ({type(exc).__name__}: {exc})"]
+    lines = [f"auto on a {device} {str(dtype).replace('torch.', '')} input {_PROBE_SHAPE}:"]
+    config = WCCConfig()
+    for name in list_backends():
+        backend = get_backend(name)
+        try:
+            reason = backend.unavailable_reason() or backend.unsupported_reason(x, config)
+        except Exception as exc:  # noqa: BLE001
+            reason = f"probe failed: {type(exc).__name__}: {exc}"
+        if reason is None:
+            lines.append(f"  -> {name} runs it")
+            break
+        lines.append(f"  {name:<10} refuses: {reason}")
+    return lines
 
 
 def info_lines() -> list[str]:
@@ -31,6 +64,7 @@ def info_lines() -> list[str]:
         details = get_backend(st.name).details() if st.available else None
         if details:
             lines.append(f"{'':<30}{details}")
+    lines += auto_lines("cuda", torch.float16) + auto_lines("cpu", torch.float32)
     return lines
 
 
