@@ -134,7 +134,7 @@ def build_record(args: argparse.Namespace) -> dict[str, Any]:
     from bench.timing.model import model_cases, run_model_benchmarks
     from bench.timing.energy import EnergyMeter
     from bench.timing.probes import probe_all
-    from bench.timing.floor import add_floors, layer_floor, measure_peaks, model_case_floor
+    from bench.timing.floor import add_floors, layer_floor, measure_peaks, model_case_floor, safe_floor
 
     start = time.perf_counter()
     if args.threads:
@@ -161,8 +161,8 @@ def build_record(args: argparse.Namespace) -> dict[str, Any]:
         model_rows = run_model_benchmarks(cases, args.device, timer, meter, memory=not args.no_memory,
                                           progress=progress)
         energy_source = meter.describe()
-    add_floors(layer_rows, [layer_floor(r, peaks) for r in layer_rows])
-    add_floors(model_rows, [model_case_floor(c, peaks) for c in cases])
+    add_floors(layer_rows, [safe_floor(layer_floor, r, peaks) for r in layer_rows])
+    add_floors(model_rows, [safe_floor(model_case_floor, c, peaks) for c in cases])
     name = args.name or f"{args.device}-{'quick' if args.quick else 'full'}-" \
         f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
     record = ResultStore(args.out).new_record(
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from bench.store import ResultStore
-    from bench.timing.table import layer_ratio_table, model_table
+    from bench.timing.table import deployed_table, layer_ratio_table, model_table
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print(f"python -m bench timing --device cuda: no CUDA device here (torch {torch.__version__}, "
@@ -198,4 +198,7 @@ def run(args: argparse.Namespace) -> int:
         print("\nWCC / dense median time ratios (best dense of NCHW conv2d, channels_last conv2d and matmul; "
               "< 1 is faster than dense)\n")
         print(layer_ratio_table(record["layer_rows"]))
+        print("\nForward rows against the fastest dense baseline (eager or deployed runtime, any precision), "
+              "with each row's floor\n")
+        print(deployed_table(record["layer_rows"]))
     return 0

@@ -37,7 +37,8 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["measure_peaks", "roofline_s", "conv_floor", "layer_floor", "model_floor_s", "add_floors",
+__all__ = ["measure_peaks", "roofline_s", "conv_floor", "layer_floor", "model_floor_s", "add_floors", "safe_floor",
+           "model_case_floor",
            "PRECISION_PEAK"]
 
 #: Which GEMM peak a row's precision runs at (int8 activations and weights -> the int8 peak).
@@ -167,6 +168,17 @@ def model_floor_s(model: torch.nn.Module, input_shape: tuple[int, ...], precisio
     return {"floor_s": total, "floor_bytes": moved, "floor_macs": macs, "floor_precision": precision}
 
 
+def safe_floor(fn: Callable[..., dict[str, Any] | None], *args: Any) -> dict[str, Any] | None:
+    """``fn(*args)``, or None when it raises (a missing floor must not end a timing run)."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001
+        import sys
+
+        print(f"bench timing: no floor for a row ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return None
+
+
 def add_floors(rows: list[dict[str, Any]], floors: list[dict[str, Any] | None]) -> None:
     """Set ``floor_s`` (and its bytes, MACs, precision) and ``floor_ratio`` = median / floor on
     every row, in place (None where there is no floor or no median)."""
@@ -183,6 +195,12 @@ def model_case_floor(case: Any, peaks: dict[str, Any]) -> dict[str, Any] | None:
     from bench.timing.model import build_model
     from bench.timing.runtimes import precision_of
 
+    import dataclasses
+
     precision = precision_of(case.runtime, case.dtype) if case.runtime is not None else case.dtype
+    if case.backend is not None:
+        # The costs do not depend on the backend, and the shapes come from a meta-device
+        # forward that only the reference backend runs.
+        case = dataclasses.replace(case, backend="reference")
     model = build_model(case, "cpu")
     return model_floor_s(model, (case.batch, 3, case.height, case.width), precision, peaks)
