@@ -251,3 +251,39 @@ def test_model_floor_sums_the_conv_floors() -> None:
     # conv2: bytes 4*(128 + 64) + 4*32 = 896, MACs 16*8*4 = 512 -> 0.896 us.
     assert fl["floor_macs"] == 3456 + 512 and fl["floor_bytes"] == 1568 + 896
     assert fl["floor_s"] == pytest.approx(3.456e-6 + 0.896e-6)
+
+
+# --------------------------------------------------------------------------------- report
+
+
+def _report_frames(wcc_ms: float) -> tuple["pd.DataFrame", "pd.DataFrame"]:  # noqa: F821
+    import pandas as pd
+
+    base = {"shape_set": "extra", "direction": "fwd", "dtype": "float32", "error": None, "keep_ratio": None,
+            "levels": None, "backend": None}
+    layer = []
+    for shape in ("1x8x8@8x8", "1x8x16@8x8"):
+        for op, ms in (("dense_nchw", 10.0), ("ort_fp32", 6.0), ("ort_int8", 4.0)):
+            layer.append(dict(base, shape_label=shape, op=op, median_s=ms / 1e3, floor_s=1e-3))
+        layer.append(dict(base, shape_label=shape, op="wcc", median_s=wcc_ms / 1e3, floor_s=5e-4, keep_ratio=0.25,
+                          levels=3, backend="cpu"))
+    model = pd.DataFrame([
+        {"variant": "ONNX Runtime int8", "runtime_op": "ort_int8", "median_s": 0.064, "error": None},
+        {"variant": "WCC 25%", "runtime_op": None, "median_s": wcc_ms * 0.064 / 4.0, "error": None}])
+    return pd.DataFrame(layer), model
+
+
+@pytest.mark.parametrize(("wcc_ms", "word"), [(5.0, "slower than"), (3.0, "faster than")])
+def test_report_says_plainly_whether_wcc_beats_int8_dense(wcc_ms: float, word: str) -> None:
+    pytest.importorskip("pandas")
+    from bench.report.sections import deployed_table, int8_verdict
+
+    layer, model = _report_frames(wcc_ms)
+    text = int8_verdict(layer, model)
+    assert f"WCC 25% is {word} int8 dense on this machine" in text
+    assert f"faster on {2 if wcc_ms < 4 else 0} of 2 shapes" in text
+    assert ("End to end, WCC 25% is " + word.split()[0]) in text
+    html = deployed_table(layer, "t")
+    for col in ("WCC / best dense", "ORT int8 ms", "ORT FP32 ms", "WCC floor ms", "dense floor ms"):
+        assert col in html
+    assert f"{wcc_ms / 4.0:.2f}" in html  # WCC over the fastest dense baseline (ORT int8, 4 ms)

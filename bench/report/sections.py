@@ -159,7 +159,8 @@ def deployed_table(layer: pd.DataFrame, uid: str) -> str:
     (eager and deployed runtimes) in ms, WCC / fastest baseline, and the floors of the WCC row and
     of the fastest baseline. One machine, device and dtype; "" without runtime rows."""
     fwd = layer[(layer["direction"] == "fwd") & layer["error"].isna() & layer["median_s"].notna()]
-    if "floor_s" not in fwd or not fwd["op"].isin(_RUNTIME_NAMES.keys() - {"dense_nchw", "dense_cl", "matmul"}).any():
+    deployed = [op for op in _RUNTIME_NAMES if op not in ("dense_nchw", "dense_cl", "matmul")]
+    if "floor_s" not in fwd or not fwd["op"].isin(deployed).any():
         return ""
     rows = []
     for (shape_set, shape), grp in fwd.groupby(["shape_set", "shape_label"], sort=False):
@@ -170,7 +171,7 @@ def deployed_table(layer: pd.DataFrame, uid: str) -> str:
         best_wcc = wcc.loc[wcc["median_s"].astype(float).idxmin()] if len(wcc) else None
         line["WCC 25% ms"] = best_wcc["median_s"] * 1e3 if best_wcc is not None else np.nan
         line["WCC floor ms"] = best_wcc["floor_s"] * 1e3 if best_wcc is not None else np.nan
-        base = grp[grp["op"].isin(_RUNTIME_NAMES.keys())]
+        base = grp[grp["op"].isin(list(_RUNTIME_NAMES))]
         for op, name in _RUNTIME_NAMES.items():
             hit = base[base["op"] == op]
             if len(hit):
