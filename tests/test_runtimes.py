@@ -287,3 +287,11 @@ def test_report_says_plainly_whether_wcc_beats_int8_dense(wcc_ms: float, word: s
     for col in ("WCC / best dense", "ORT int8 ms", "ORT FP32 ms", "WCC floor ms", "dense floor ms"):
         assert col in html
     assert f"{wcc_ms / 4.0:.2f}" in html  # WCC over the fastest dense baseline (ORT int8, 4 ms)
+
+
+def test_openvino_layer_matches_eager_when_installed() -> None:
+    pytest.importorskip("openvino")
+    conv, x = _conv()
+    ref = conv(x).detach()
+    assert rt.max_rel_err(rt.build_runtime("openvino_fp32", conv, x).fn(), ref) < rt.FP32_TOL
+    assert 0 < rt.max_rel_err(rt.build_runtime("openvino_int8", conv, x).fn(), ref) < rt.INT8_LAYER_TOL
