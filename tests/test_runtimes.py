@@ -22,9 +22,6 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 _FAST = {"warmup": 1, "min_samples": 2, "max_samples": 2, "budget_s": 0.0}
-#: int8 tolerance of a whole model: 8-bit activations at every conv of a ~60-conv network; the
-#: per-layer error compounds. Stated in the README next to INT8_LAYER_TOL.
-INT8_MODEL_TOL = 0.25
 
 
 def _conv(c_in: int = 16, c_out: int = 24) -> tuple[nn.Conv2d, torch.Tensor]:
@@ -96,7 +93,7 @@ def test_ort_model_rows_match_eager() -> None:
     with torch.no_grad():
         ref = model(x)
     assert rt.max_rel_err(rt.build_runtime("ort_fp32", model, x).output, ref) < rt.FP32_TOL
-    assert rt.max_rel_err(rt.build_runtime("ort_int8", model, x).output, ref) < INT8_MODEL_TOL
+    assert rt.max_rel_err(rt.build_runtime("ort_int8", model, x).output, ref) < rt.INT8_MODEL_TOL
 
 
 def test_layer_rows_carry_runtime_precision_error_and_best_runtime_ratio() -> None:

@@ -32,7 +32,8 @@ project's own modules and shapes only; nothing is downloaded.
 
 Accuracy: every runtime row records ``max_rel_err`` = ``max|y - y_eager| / max|y_eager|``
 against eager PyTorch FP32 on the timed input. FP32 runtimes stay within :data:`FP32_TOL`
-(tested); int8 within :data:`INT8_LAYER_TOL` per layer (one quantized conv, 8-bit activations).
+(tested); int8 within :data:`INT8_LAYER_TOL` per layer (one quantized conv, 8-bit activations)
+and :data:`INT8_MODEL_TOL` for a whole model.
 """
 
 from __future__ import annotations
@@ -50,11 +51,14 @@ from torch import nn
 
 __all__ = ["RuntimeSpec", "RUNTIMES", "RUNTIME_OPS", "RuntimeUnavailableError", "runtime_ops", "runtime_version",
            "build_runtime", "calibration_inputs", "export_onnx", "quantize_qdq", "max_rel_err",
-           "CALIBRATION_BATCHES", "FP32_TOL", "INT8_LAYER_TOL"]
+           "CALIBRATION_BATCHES", "FP32_TOL", "INT8_LAYER_TOL", "INT8_MODEL_TOL"]
 
 CALIBRATION_BATCHES = 4
 FP32_TOL = 1e-4
 INT8_LAYER_TOL = 0.05
+#: A whole model at int8 (8-bit activations at every conv; the errors compound). Measured on
+#: DeepLabV3+-MobileNetV2 with seeded weights: 0.018 at 64x64, 0.031 at 128x256.
+INT8_MODEL_TOL = 0.1
 
 
 class RuntimeUnavailableError(RuntimeError):
@@ -307,7 +311,12 @@ def _from_onnx(op: str, fp32: Path, tmp: Path, example: torch.Tensor, calib: lis
 def _tensorrt(op: str, fp32: Path, tmp: Path, example: torch.Tensor, calib: list[torch.Tensor],
               module: nn.Module) -> Callable[[], Any]:
     """TensorRT through ONNX Runtime's TensorRT EP (fp16, and int8 from a symmetric QDQ model),
-    else torch-tensorrt for fp16. Outputs are copied back to the host, as ORT returns them."""
+    else torch-tensorrt for fp16 (output left on the GPU, as the eager cuDNN rows leave theirs).
+
+    Caveat: through the EP, each call includes ORT's host-to-device copy of the input and the
+    device-to-host copy of the output (``InferenceSession.run``; IO binding is not wired), which
+    penalises TensorRT against the eager rows on small shapes. Neither path has been run on a
+    GPU by this suite's author; the CPU tests cover only their skip reasons."""
     try:
         import onnxruntime as ort
         has_ep = "TensorrtExecutionProvider" in ort.get_available_providers()
@@ -331,5 +340,5 @@ def _tensorrt(op: str, fp32: Path, tmp: Path, example: torch.Tensor, calib: list
 
     def run() -> Any:
         with torch.no_grad():
-            return engine(x).float().cpu()
+            return engine(x)
     return run
