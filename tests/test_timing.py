@@ -519,3 +519,14 @@ def test_stable_probes_drop_volatile_readings() -> None:
             "jetson": "unavailable: not a Jetson"}
     assert probes.stable_probes(full) == {"cpu": {"model": "x"}, "nvml": {"name": "H100"},
                                           "jetson": "unavailable: not a Jetson"}
+
+
+def test_quick_times_the_preferred_backend_only(tmp_path: Path) -> None:
+    from bench.timing.cli import build_record
+    from bench.timing.layer import available_backends
+
+    record = build_record(_args(tmp_path, "--quick", "--no-model", "--no-runtimes", "--no-peaks"))
+    preferred = available_backends("cpu")[0][0]
+    assert {r["backend"] for r in record["layer_rows"] if r["op"] == "wcc"} == {preferred}
+    assert record["environment"]["peaks"].startswith("unavailable: ")
+    assert all(r["floor_s"] is None for r in record["layer_rows"])
