@@ -169,7 +169,7 @@ def bench_cpu(session: nox.Session) -> None:
     Compare against a saved baseline: ``nox -s bench_cpu -- --benchmark-compare
     --benchmark-compare-fail=median:15%``.
     """
-    _install(session, "bench,cpu")
+    _install(session, "bench,cpu,runtimes")
     _bench(session, "cpu", "--quick")
 
 
@@ -220,7 +220,7 @@ def bench_gpu(session: nox.Session) -> None:
             f"machine ({count} devices). Run `nox -s bench_cpu` here; on a CUDA machine run bench_gpu with its "
             "CUDA torch reused (WCC_REUSE_TORCH=1) or WCC_TORCH pointing at a CUDA build."
         )
-    extras = "test,bench,report,cpu" if _on_jetson() else "test,bench,report,cpu,triton"
+    extras = "test,bench,report,cpu,runtimes" if _on_jetson() else "test,bench,report,cpu,triton,runtimes"
     session.install("-e", f".[{extras}]")
     session.run("python", "-m", "wcc.info")
     session.run("python", "-m", "wcc.backends.cuda_build", "--quiet")

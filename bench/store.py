@@ -92,7 +92,9 @@ _LAYER_ROW = {
         "shape": {"type": "object", "required": ["batch", "c_in", "c_out", "height", "width"],
                   "additionalProperties": {"type": "integer", "minimum": 1}},
         "shape_label": {"type": "string"},
-        "op": {"enum": ["wcc", "dense_nchw", "dense_cl", "matmul", "quantconv"]},
+        # the deployed runtime ops are bench.timing.runtimes.RUNTIME_OPS (not imported: no torch here)
+        "op": {"enum": ["wcc", "dense_nchw", "dense_cl", "matmul", "quantconv", "ort_fp32", "ort_int8",
+                        "inductor_fp32", "openvino_fp32", "openvino_int8", "tensorrt_fp16", "tensorrt_int8"]},
         "direction": {"enum": ["fwd", "fwdbwd"]},
         "dtype": {"enum": ["float32", "float16", "bfloat16"]},
         "backend": _STR_OR_NULL,

@@ -154,6 +154,13 @@ def _accuracy_section(cur: Results, upto_tables: pd.DataFrame, flagged: pd.DataF
     return {"groups": groups, "figures": [f for f in figures if f], "history": [f for f in hist_figs if f]}
 
 
+def _machine_models(cur: Results, machine: str, device: str, dtype: str) -> pd.DataFrame:
+    model = sections.latest_model(cur.model)
+    if not len(model):
+        return model
+    return model[(model["machine"] == machine) & (model["device"] == device) & (model["dtype"] == dtype)]
+
+
 def _timing_section(cur: Results, summaries: tuple[pd.DataFrame, pd.DataFrame], hist: pd.DataFrame, version: str,
                     order: list[str], folder: Path) -> dict[str, Any]:
     img = folder / "img"
@@ -169,6 +176,9 @@ def _timing_section(cur: Results, summaries: tuple[pd.DataFrame, pd.DataFrame], 
                                         "Median time over the best dense op of the same shape (NCHW conv, "
                                         "channels-last conv or matmul); grey: not timed or could not run."),
                       "summary": sections.speed_summary(grp, f"speed{i}"), "errors": sections.error_summary(grp),
+                      "deployed": sections.deployed_table(grp, f"deployed{i}"),
+                      "summary_best": sections.speed_summary(grp, f"speedbest{i}", "ratio_to_best_runtime"),
+                      "verdict": sections.int8_verdict(grp, _machine_models(cur, machine, device, dtype)),
                       "rows": len(grp)})
     model = sections.latest_model(cur.model)
     model_fig = _figure(plots.model_plot(model, cur.machines, img / "model.png"), folder, "Model latency and memory",

@@ -43,6 +43,13 @@ _LAYER_FIELDS = ("shape_set", "shape_label", "op", "direction", "dtype", "backen
 _MODEL_FIELDS = ("model", "variant", "backend", "input", "dtype", "keep_ratio", "median_s", "iqr_s", "samples",
                  "ratio_to_dense", "peak_mem_bytes", "train_saved_bytes", "train_peak_bytes", "error")
 
+# Deployed-runtime baselines and the floor (bench.timing.runtimes / floor); absent (NaN) in
+# records written before they existed.
+_LAYER_OPTIONAL = ("ratio_to_best_runtime", "best_runtime_op", "best_runtime_median_s", "runtime", "precision",
+                   "max_rel_err", "floor_s", "floor_ratio")
+_MODEL_OPTIONAL = ("ratio_to_best_runtime", "best_runtime", "best_runtime_median_s", "runtime_op", "runtime",
+                   "precision", "max_rel_err", "floor_s", "floor_ratio")
+
 
 class LoadError(ValueError):
     """A results path is missing, or a record in it is not a usable results-store record."""
@@ -203,13 +210,13 @@ def _row_frame(base: dict[str, Any], rows: list[dict[str, Any]], fields: tuple[s
 
 def _layer_rows(base: dict[str, Any], rec: dict[str, Any], path: Path) -> pd.DataFrame:
     _rows(path, rec["layer_rows"], _LAYER_FIELDS, "layer_rows")
-    fields = (*_LAYER_FIELDS, "dense_op", "dense_median_s")
+    fields = (*_LAYER_FIELDS, "dense_op", "dense_median_s", *_LAYER_OPTIONAL)
     return _row_frame(base, rec["layer_rows"], fields, {"source": "timing", "device": rec["device"]})
 
 
 def _model_rows(base: dict[str, Any], rec: dict[str, Any], path: Path) -> pd.DataFrame:
     _rows(path, rec["model_rows"], _MODEL_FIELDS, "model_rows")
-    df = _row_frame(base, rec["model_rows"], (*_MODEL_FIELDS, "memory_error"),
+    df = _row_frame(base, rec["model_rows"], (*_MODEL_FIELDS, "memory_error", *_MODEL_OPTIONAL),
                     {"source": "timing", "device": rec["device"]})
     df["input"] = ["x".join(str(v) for v in i) for i in df["input"]]
     return df
@@ -234,10 +241,11 @@ _COLUMNS = {
                "keep_ratio", "act_bits", "weight_bits", "levels", "config_kind", "bops", "bops_paper",
                "bops_convention", "metrics", "metrics_paper"],
     "layer": ["source", "device", "shape_set", "shape_label", "op", "direction", "dtype", "backend", "keep_ratio",
-              "levels", "median_s", "iqr_s", "samples", "ratio_to_dense", "dense_op", "dense_median_s", "error"],
+              "levels", "median_s", "iqr_s", "samples", "ratio_to_dense", "dense_op", "dense_median_s", "error",
+              *_LAYER_OPTIONAL],
     "model": ["source", "device", "model", "variant", "backend", "input", "dtype", "keep_ratio", "median_s", "iqr_s",
               "samples", "ratio_to_dense", "peak_mem_bytes", "train_saved_bytes", "train_peak_bytes", "error",
-              "memory_error"],
+              "memory_error", *_MODEL_OPTIONAL],
     "pbench": ["source", "name", "case", "op", "backend", "median_s", "iqr_s", "samples", "n_samples", "ratio_to_dense",
                "error"],
 }

@@ -7,11 +7,14 @@ built, and every op runs on them in the same process:
 * ``dense_cl`` - ``F.conv2d`` on channels_last input and weight;
 * ``matmul`` - the conv as a plain batched GEMM, ``W (C_out, C_in) @ x (N, C_in, H*W)`` + bias;
 * ``quantconv`` - :class:`wcc.layers.QuantConv2d` at 8/8 (the quantized dense layer);
-* ``wcc`` - :class:`wcc.layers.WCCConv2d` at 8/8 for each backend, keep ratio and level count.
+* ``wcc`` - :class:`wcc.layers.WCCConv2d` at 8/8 for each backend, keep ratio and level count;
+* the deployed dense baselines of :mod:`bench.timing.runtimes` (ONNX Runtime FP32 and static
+  int8, ``torch.compile``, OpenVINO, TensorRT), forward only, on the same conv and input.
 
-The *dense* reference of a group is the fastest of the three dense ops, so a WCC speed-up is
-never measured against a weak baseline; every row carries ``ratio_to_dense`` = its median over
-that best dense median. ``fwdbwd`` times forward plus backward to the input and every parameter
+Every row carries ``ratio_to_best_runtime``: its median over the fastest dense baseline of the
+group, eager or deployed, any precision (the figure the report leads with), and, secondary,
+``ratio_to_dense`` over the fastest of the three eager dense ops. Rows also record ``runtime``
+(package and version) and ``precision``. ``fwdbwd`` times forward plus backward to the input and every parameter
 (``torch.autograd.grad``, so no gradient accumulation is timed). A case that cannot run (a
 backend refuses it, an error, out of memory) becomes a row with ``error`` set instead of a crash.
 """
@@ -29,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.timing._timer import time_callable
+from bench.timing.runtimes import RUNTIME_OPS, RuntimeUnavailableError, build_runtime, max_rel_err, precision_of, \
+    runtime_version
 from bench.timing.shapes import ConvShape, shape_set
 
 __all__ = [
@@ -45,8 +50,11 @@ __all__ = [
     "error_text",
 ]
 
-OPS = ("wcc", "dense_nchw", "dense_cl", "matmul", "quantconv")
+OPS = ("wcc", "dense_nchw", "dense_cl", "matmul", "quantconv", *RUNTIME_OPS)
 DENSE_OPS = ("dense_nchw", "dense_cl", "matmul")
+#: Every dense baseline a group's ``ratio_to_best_runtime`` is taken over: eager PyTorch and the
+#: deployed runtimes (bench.timing.runtimes), all precisions.
+BASELINE_OPS = (*DENSE_OPS, *RUNTIME_OPS)
 DIRECTIONS = ("fwd", "fwdbwd")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -69,6 +77,8 @@ class LayerCase:
             raise ValueError(f"op must be one of {OPS}, got {self.op!r}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if self.op in RUNTIME_OPS and self.direction != "fwd":
+            raise ValueError(f"runtime baseline {self.op!r} is inference only (direction 'fwd')")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
         if (self.op == "wcc") != (self.backend is not None and self.keep_ratio is not None and self.levels is not None):
@@ -84,15 +94,23 @@ class LayerCase:
         return f"{self.shape.label} {self.direction} {self.dtype} {op}"
 
     def to_row(self) -> dict[str, Any]:
+        if self.op in RUNTIME_OPS:
+            runtime, precision = runtime_version(self.op) or "not installed", precision_of(self.op, self.dtype)
+        else:
+            runtime = f"torch {torch.__version__} (eager)"
+            precision = "int8" if self.op in ("wcc", "quantconv") else {"float32": "fp32", "float16": "fp16",
+                                                                         "bfloat16": "bf16"}[self.dtype]
         return {"shape_set": self.shape_set, "shape": self.shape.to_dict(), "shape_label": self.shape.label,
                 "op": self.op, "direction": self.direction, "dtype": self.dtype, "backend": self.backend,
-                "keep_ratio": self.keep_ratio, "levels": self.levels}
+                "keep_ratio": self.keep_ratio, "levels": self.levels, "runtime": runtime, "precision": precision}
 
 
 @dataclass(frozen=True)
 class LayerGrid:
     """The cases to time. ``backends=None`` means every backend available on this machine;
-    ``fwdbwd_per_set`` limits forward+backward to the first N shapes of each set (None: all)."""
+    ``fwdbwd_per_set`` limits forward+backward to the first N shapes of each set (None: all);
+    ``runtimes`` are the deployed dense baselines (bench.timing.runtimes) timed in every forward
+    group."""
 
     shape_sets: tuple[str, ...]
     keep_ratios: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
@@ -101,6 +119,7 @@ class LayerGrid:
     dtypes: tuple[str, ...] = ("float32",)
     backends: tuple[str, ...] | None = None
     fwdbwd_per_set: int | None = None
+    runtimes: tuple[str, ...] = ()
     shapes: dict[str, tuple[ConvShape, ...]] = field(default_factory=dict, compare=False)
 
     def resolved_shapes(self) -> dict[str, list[ConvShape]]:
@@ -117,6 +136,8 @@ class LayerGrid:
                         continue
                     base = {"shape_set": set_name, "shape": shape, "direction": direction, "dtype": dtype}
                     out += [LayerCase(op=op, **base) for op in (*DENSE_OPS, "quantconv")]
+                    if direction == "fwd":
+                        out += [LayerCase(op=op, **base) for op in self.runtimes]
                     for backend, levels, keep in itertools.product(backends, self.levels, self.keep_ratios):
                         out.append(LayerCase(op="wcc", backend=backend, keep_ratio=keep, levels=levels, **base))
         return out
@@ -125,19 +146,22 @@ class LayerGrid:
         return {"shape_sets": list(self.shape_sets), "keep_ratios": list(self.keep_ratios),
                 "levels": list(self.levels), "directions": list(self.directions), "dtypes": list(self.dtypes),
                 "backends": None if self.backends is None else list(self.backends),
-                "fwdbwd_per_set": self.fwdbwd_per_set}
+                "fwdbwd_per_set": self.fwdbwd_per_set, "runtimes": list(self.runtimes)}
 
 
 def default_grid(device: str, quick: bool) -> LayerGrid:
     """The issue's grid: model shape sets plus the extras, 4 keep ratios, J = 1..3, fwd and
     fwd+bwd, float32 on the CPU and float16/bfloat16 on CUDA. ``quick``: the three extra
     shapes, keep 1.0 and 0.25, J = 3, forward (plus forward+backward on the first shape)."""
+    from bench.timing.runtimes import runtime_ops
+
     dtypes = ("float32",) if device == "cpu" else ("float16", "bfloat16")
+    runtimes = runtime_ops(device)
     if quick:
         return LayerGrid(shape_sets=("extra",), keep_ratios=(1.0, 0.25), levels=(3,), dtypes=dtypes[:1],
-                         fwdbwd_per_set=1)
+                         fwdbwd_per_set=1, runtimes=runtimes)
     return LayerGrid(shape_sets=("deeplabv3plus-mobilenetv2@1024x2048", "depth-mobilenetv2@192x640", "extra"),
-                     dtypes=dtypes)
+                     dtypes=dtypes, runtimes=runtimes)
 
 
 def available_backends(device: str) -> tuple[list[str], list[dict[str, Any]]]:
@@ -171,7 +195,18 @@ class CaseGroup:
 
     def callable(self, case: LayerCase) -> Callable[[], Any]:
         """A zero-argument callable running ``case`` once; raises ``BackendUnavailableError``
-        when the case's WCC backend refuses it."""
+        when the case's WCC backend refuses it and ``RuntimeUnavailableError`` when a deployed
+        baseline cannot run. A runtime case leaves ``max_rel_err`` (against eager float32) and
+        ``setup_s`` (export, calibration, compilation) in :attr:`extra`."""
+        self.extra: dict[str, Any] = {}
+        if case.op in RUNTIME_OPS:
+            import copy
+
+            built = build_runtime(case.op, copy.deepcopy(self.conv), self.x, self.device)
+            with torch.no_grad():
+                ref = F.conv2d(self.x.float(), self.conv.weight.float(), self.conv.bias.float())
+            self.extra = {"max_rel_err": max_rel_err(built.output, ref), "setup_s": built.setup_s}
+            return built.fn
         forward, inputs = self._forward(case)
         if self.direction == "fwd":
             def run() -> Any:
@@ -242,14 +277,19 @@ def error_text(exc: BaseException) -> str:
     """The ``error`` of a row that could not run: a backend's own reason, else type and message."""
     from wcc.backends import BackendUnavailableError
 
-    if isinstance(exc, BackendUnavailableError):
+    if isinstance(exc, (BackendUnavailableError, RuntimeUnavailableError)):
         return str(exc)
     return f"{type(exc).__name__}: {exc}".strip()
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """Set ``ratio_to_dense``, ``dense_op`` and ``dense_median_s`` on every row, in place: the
-    reference of a group is its fastest dense op (None when no dense op ran)."""
+    reference of a group is its fastest eager dense op (None when no dense op ran).
+
+    Also ``ratio_to_best_runtime``, ``best_runtime_op`` and ``best_runtime_median_s``: the same
+    over every dense baseline of the group (:data:`BASELINE_OPS`: eager and the deployed
+    runtimes, every precision). Runtimes are inference only, so in ``fwdbwd`` groups this is the
+    eager reference again."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         key = (row["shape_set"], row["shape_label"], row["direction"], row["dtype"])
@@ -257,6 +297,13 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
     for members in groups.values():
         dense = [r for r in members if r["op"] in DENSE_OPS and r.get("median_s") is not None]
         best = min(dense, key=lambda r: r["median_s"]) if dense else None
+        deployed = [r for r in members if r["op"] in BASELINE_OPS and r.get("median_s") is not None]
+        fastest = min(deployed, key=lambda r: r["median_s"]) if deployed else None
+        for r in members:
+            r["best_runtime_op"] = fastest["op"] if fastest else None
+            r["best_runtime_median_s"] = fastest["median_s"] if fastest else None
+            r["ratio_to_best_runtime"] = (r["median_s"] / fastest["median_s"]
+                                          if fastest and r.get("median_s") is not None else None)
         for r in members:
             r["dense_op"] = best["op"] if best else None
             r["dense_median_s"] = best["median_s"] if best else None
@@ -294,6 +341,7 @@ def run_layer_benchmarks(
                 _free(device)
                 group = CaseGroup(case.shape, case.direction, case.dtype, device)
             fn = group.callable(case)
+            row.update(group.extra)
             # The meter's window wraps the samples only, not the warm-up.
             window = meter.window() if meter is not None and meter.available else None
             timing = time_callable(fn, device, window=window, **timer)
