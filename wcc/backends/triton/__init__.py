@@ -110,9 +110,10 @@ class TritonBackend(Backend):
     def keep_indices(self, x: torch.Tensor, config: WCCConfig) -> torch.Tensor:
         from wcc.backends.triton import _ops
 
+        k = keep_count(x.shape[-2], x.shape[-1], config)  # first: it validates `levels` for this size
         with torch.no_grad():
             _, score = _ops.haar_score(x, config.levels, store_coeffs=False)
-            return _ops.select_kept(score, keep_count(x.shape[-2], x.shape[-1], config))
+            return _ops.select_kept(score, k)
 
 
 TRITON = register_backend(TritonBackend(), priority=PRIORITY)
