@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import math
+import secrets
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.paper import TABLE_METRICS, paper_row
-from bench.store import ResultStore, atomic_write_text
+from bench.store import ResultStore, SchemaError, atomic_write_text
 from bench.sweeps import SWEEPS, SweepRow, TableSweep
 from bench.sweeps.profiles import Profile, get_profile
 
 __all__ = ["RowJob", "RunSpec", "prepare_run", "run_row", "row_bops", "write_csvs", "format_table",
-           "CSV_COLUMNS", "DataError", "jobs_for", "data_source"]
+           "CSV_COLUMNS", "CorruptRecordError", "DataError", "jobs_for", "data_source"]
 
 CSV_COLUMNS = {
     "cityscapes": ["precision", "shrinkage", "bops_paper", "bops", "miou_paper", "miou", "data"],
@@ -38,6 +39,10 @@ CSV_COLUMNS = {
 
 class DataError(ValueError):
     """The data for a run is missing or malformed; raised before any training starts."""
+
+
+class CorruptRecordError(ValueError):
+    """A finished row's record cannot be read back on resume; the message says how to set it aside."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,11 @@ def prepare_run(profile_name: str, out: str | Path, results: str | Path, data_ro
 
         commit, dirty = git_state()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        run_id = f"{profile_name}-{stamp}-{(commit or 'nogit')[:8]}{'-dirty' if dirty else ''}"
+        # The random tail keeps ids unique for runs started in the same second (on this host or
+        # another one writing to the same --results); the stamp alone let two runs overwrite
+        # each other's records.
+        run_id = (f"{profile_name}-{stamp}-{(commit or 'nogit')[:8]}{'-dirty' if dirty else ''}"
+                  f"-{secrets.token_hex(4)}")
     spec = RunSpec(profile_name, str(out), str(results), str(data_root) if data_root else None, device, run_id,
                    progress)
     if profile.data == "synthetic":
@@ -220,8 +229,17 @@ def run_row(job: RowJob) -> dict[str, Any]:
     spec = job.spec
     store = ResultStore(spec.results)
     if store.exists("tables", job.record_name):
+        path = store.path("tables", job.record_name)
+        try:
+            rec = store.read("tables", job.record_name)
+        except SchemaError as exc:
+            raise CorruptRecordError(
+                f"cannot resume {job.label}: its record is corrupt: {exc}. Set it aside with "
+                f"`mv {path} {path}.corrupt` (a name not ending in .json) and rerun the same command: "
+                f"the row is then recomputed from its checkpoints"
+            ) from None
         print(f"{job.label}: finished earlier, reusing record {job.record_name}", file=sys.stderr, flush=True)
-        return store.read("tables", job.record_name)
+        return rec
     profile = get_profile(spec.profile)
     sweep = SWEEPS[job.table]
     row = sweep.row(job.row_id)

@@ -76,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
         print(_plan(tables, args.profile))
         return 0
 
-    from bench.executors import LocalExecutor, SubmititExecutor
-    from bench.tables import DataError, format_table, jobs_for, prepare_run, write_csvs
+    from bench.executors import JobLostError, LocalExecutor, SubmititExecutor
+    from bench.store import StoreConflictError
+    from bench.tables import CorruptRecordError, DataError, format_table, jobs_for, prepare_run, write_csvs
 
     t0 = time.perf_counter()
     try:
@@ -95,7 +96,11 @@ def run(args: argparse.Namespace) -> int:
         executor = SubmititExecutor(Path(args.out) / "submitit", cluster="slurm" if args.executor == "slurm" else "local",
                                     partition=args.partition, gpus_per_job=args.gpus_per_job,
                                     timeout_min=args.timeout_min)
-    records = executor.run(jobs)
+    try:
+        records = executor.run(jobs)
+    except (CorruptRecordError, StoreConflictError, JobLostError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     paths = write_csvs(args.out, records)
     for t in tables:
         print(format_table(t, [r for r in records if r["table"] == t]))

@@ -1,6 +1,6 @@
 """Shared pytest options and fixtures.
 
-Options: ``--run-slow`` and ``--run-gpu`` enable the ``slow``/``gpu`` markers (off by default:
+Options: ``--run-slow``, ``--run-gpu`` and ``--run-slurm`` enable the ``slow``/``gpu``/``slurm`` markers (off by default:
 such tests are reported as *skipped*, never silently passed); ``--device`` and ``--dtype`` pick
 where the backend-agnostic layer tests run (default cpu / float32).
 """
@@ -14,6 +14,8 @@ import torch
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="run tests marked slow")
     parser.addoption("--run-gpu", action="store_true", help="run tests marked gpu (needs CUDA)")
+    parser.addoption("--run-slurm", action="store_true",
+                     help="run tests marked slurm (start munged/slurmctld/slurmd; needs slurm-wlm and munge)")
     parser.addoption("--device", default="cpu", help="device for layer tests (cpu, cuda)")
     parser.addoption("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"],
                      help="dtype for layer tests")
@@ -22,10 +24,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     run_slow = config.getoption("--run-slow")
     run_gpu = config.getoption("--run-gpu")
+    run_slurm = config.getoption("--run-slurm")
     has_cuda = torch.cuda.is_available()
     for item in items:
         if "slow" in item.keywords and not run_slow:
             item.add_marker(pytest.mark.skip(reason="slow: run with --run-slow"))
+        if "slurm" in item.keywords and not run_slurm:
+            item.add_marker(pytest.mark.skip(reason="slurm: run with --run-slurm (needs slurm-wlm and munge)"))
         if "gpu" in item.keywords:
             if not run_gpu:
                 item.add_marker(pytest.mark.skip(reason="gpu: run with --run-gpu on a CUDA machine"))

@@ -22,7 +22,7 @@ import os
 import torch
 
 from wcc.backends._registry import ENV_VAR, Backend, register_backend
-from wcc.backends.reference import keep_count
+from wcc.backends.reference import REFERENCE, keep_count
 from wcc.config import WCCConfig
 
 __all__ = ["TritonBackend", "PRIORITY", "SUPPORTED_DTYPES", "MAX_LEVELS"]
@@ -102,6 +102,8 @@ class TritonBackend(Backend):
         # The reference computes the quantizer in the activation dtype (wcc.quant._alpha_like).
         alpha = act_alpha.reshape(()).to(device=x.device, dtype=dtype)
         k = keep_count(x.shape[-2], x.shape[-1], config)
+        if _has_nonfinite(x):
+            return REFERENCE.wcc_conv(x, weight, bias, act_alpha, config)
         with torch.autocast(x.device.type, enabled=False):
             return WCCTritonFunction.apply(
                 x.to(dtype), weight.to(dtype), bias, alpha, config.levels, k, config.act_bits
@@ -111,9 +113,23 @@ class TritonBackend(Backend):
         from wcc.backends.triton import _ops
 
         k = keep_count(x.shape[-2], x.shape[-1], config)  # first: it validates `levels` for this size
+        if _has_nonfinite(x):
+            return REFERENCE.keep_indices(x, config)
         with torch.no_grad():
             _, score = _ops.haar_score(x, config.levels, store_coeffs=False)
             return _ops.select_kept(score, k)
+
+
+def _has_nonfinite(x: torch.Tensor) -> bool:
+    """Whether ``x`` holds a NaN or an Inf (one reduction and one device sync per call).
+
+    The kernels transform a macro-block as one matrix product, so a single NaN poisons every
+    coefficient of its block (``0 * NaN`` is NaN), where the reference's Haar (additions only)
+    poisons just the coefficients whose support holds it. To keep the one NaN/Inf behaviour
+    all backends share (reference module docstring), such inputs run the reference's ops.
+    """
+    with torch.no_grad():
+        return not bool(torch.isfinite(x).all())
 
 
 TRITON = register_backend(TritonBackend(), priority=PRIORITY)
