@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["ResultStore", "SchemaError", "StoreConflictError", "atomic_write_text", "validate", "SCHEMAS", "schema_id"]
+__all__ = ["ResultStore", "SchemaError", "StoreConflictError", "atomic_write_text", "check_record_name", "validate", "SCHEMAS", "schema_id"]
 
 
 class SchemaError(ValueError):
@@ -216,6 +217,17 @@ def validate(kind: str, record: dict[str, Any]) -> None:
         raise SchemaError(f"{kind} record invalid at {where}: {error.message}")
 
 
+_NAME_RE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,199}$")
+
+
+def check_record_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is a safe record file name (commands call this on
+    their arguments before any work, so a bad ``--name`` costs nothing)."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"bad record name {name!r}: use 1-200 letters, digits and . _ + - (not starting with "
+                         f"'.'; no '/'), e.g. cpu-quick-1")
+
+
 def _umask_mode(base: int = 0o666) -> int:
     mask = os.umask(0)  # reading the umask means setting it; put it straight back
     os.umask(mask)
@@ -247,8 +259,7 @@ class ResultStore:
         self.root = Path(root)
 
     def path(self, kind: str, name: str) -> Path:
-        if not name or "/" in name or name.startswith("."):
-            raise ValueError(f"bad record name {name!r}")
+        check_record_name(name)
         return self.root / kind / f"{name}.json"
 
     def new_record(self, kind: str, **fields: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partition", default=None, help="SLURM partition (with --executor slurm)")
     p.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per SLURM job (default: %(default)s)")
     p.add_argument("--timeout-min", type=int, default=24 * 60, help="SLURM time limit per row, minutes")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (rows, stages, parents) and exit")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (rows, stages, parents), run the same argument and data checks as a real run (every sample decoded), and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -73,7 +73,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --tables: unknown table(s) {bad}; choose from {sorted(SWEEPS)}", file=sys.stderr)
         return 2
     if args.dry_run:
+        from bench.tables import DataError, check_run_data
+
         print(_plan(tables, args.profile))
+        try:  # the same argument and data checks as a real run, without training or generating anything
+            print(check_run_data(args.profile, args.out, args.data_root, tables))
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
 
     from bench.executors import JobLostError, LocalExecutor, SubmititExecutor
@@ -83,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         spec = prepare_run(args.profile, args.out, args.results, args.data_root, _device(args.device),
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, tables=tables)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
