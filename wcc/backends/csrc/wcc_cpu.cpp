@@ -630,20 +630,23 @@ void select_topk(const T* scores, const Geo& g, int64_t k, int32_t* kept) {
     const int64_t need = k - above;  // 1 <= need <= m
     std::nth_element(cand.data(), cand.data() + (need - 1), cand.data() + m, std::greater<K>());
     const K thr = cand[need - 1];
-    int64_t greater = above;
-    for (int64_t i = 0; i < m; ++i) greater += cand[i] > thr;
+    int64_t greater = above, equal = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      greater += cand[i] > thr;
+      equal += cand[i] == thr;
+    }
     const int64_t ties = k - greater;  // keys equal to the threshold that are kept
-    // The tied positions, in band order; keep the `ties` of them with the lowest Mallat index.
-    std::vector<int32_t> tied;
-    for (int64_t p = 0; p < P; ++p)
-      if (key_of(s[p]) == thr) tied.push_back(int32_t(p));
-    std::vector<char> keep_tie(tied.size(), 1);
-    if (int64_t(tied.size()) > ties) {
-      std::vector<std::pair<int64_t, int64_t>> by_mallat(tied.size());  // (Mallat index, slot)
-      for (size_t i = 0; i < tied.size(); ++i) by_mallat[i] = {mallat_index(g, tied[i]), int64_t(i)};
+    // Usually every key equal to the threshold is kept (equal == ties) and nothing is decided
+    // here. Otherwise keep the `ties` tied positions with the lowest Mallat index.
+    std::vector<char> keep_tie(size_t(equal), 1);
+    if (equal > ties) {
+      std::vector<std::pair<int64_t, int64_t>> by_mallat;  // (Mallat index, slot among the ties)
+      by_mallat.reserve(size_t(equal));
+      for (int64_t p = 0; p < P; ++p)
+        if (key_of(s[p]) == thr) by_mallat.emplace_back(mallat_index(g, p), int64_t(by_mallat.size()));
       std::nth_element(by_mallat.begin(), by_mallat.begin() + ties, by_mallat.end());
       std::fill(keep_tie.begin(), keep_tie.end(), 0);
-      for (int64_t i = 0; i < ties; ++i) keep_tie[by_mallat[i].second] = 1;
+      for (int64_t i = 0; i < ties; ++i) keep_tie[size_t(by_mallat[size_t(i)].second)] = 1;
     }
     int32_t* out = kept + img * k;
     int64_t n_out = 0;
