@@ -72,6 +72,19 @@ def run(args: argparse.Namespace) -> int:
     if bad or not tables:
         print(f"error: --tables: unknown table(s) {bad}; choose from {sorted(SWEEPS)}", file=sys.stderr)
         return 2
+    # Every argument is checked here, before data is generated or decoded and before any training.
+    arg_errors = []
+    if args.executor == "slurm" and not args.partition:
+        arg_errors.append("--executor slurm needs --partition NAME")
+    if args.gpus_per_job < 0:
+        arg_errors.append(f"--gpus-per-job must be >= 0, got {args.gpus_per_job}")
+    if args.timeout_min < 1:
+        arg_errors.append(f"--timeout-min must be >= 1, got {args.timeout_min}")
+    if arg_errors:
+        for msg in arg_errors:
+            print(f"error: {msg}", file=sys.stderr)
+        return 2
+    device = _device(args.device)
     if args.dry_run:
         from bench.tables import DataError, check_run_data
 
@@ -89,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
-        spec = prepare_run(args.profile, args.out, args.results, args.data_root, _device(args.device),
+        spec = prepare_run(args.profile, args.out, args.results, args.data_root, device,
                            progress=not args.no_progress, tables=tables)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -316,6 +316,14 @@ def test_case6_bad_timing_name_rejected_before_any_benchmark(monkeypatch, capsys
     assert "../evil" in capsys.readouterr().err
 
 
+def test_case6_tables_executor_arguments_checked_before_any_data_work(tmp_path):
+    out = tmp_path / "out"
+    res = _bench("tables", "--profile", "smoke", "--executor", "slurm", "--no-progress", "--out", str(out),
+                 "--results", str(tmp_path / "results"))
+    assert res.returncode == 2 and "--partition" in res.stderr and "Traceback" not in res.stderr
+    assert not out.exists()  # no SynthStreets generated, no run folder
+
+
 # ------------------------------------------------------------------ 7. smaller things
 
 
