@@ -249,10 +249,19 @@ def test_case5_levels_too_large_for_the_input_is_a_value_error(backend, levels):
 
     cfg = WCCConfig(levels=levels, backend=backend.name)
     x = torch.randn(1, 2, 2, 2)
-    with pytest.raises(ValueError, match=r"levels=\d+ is too many Haar levels for a 2x2 input: at most 2"):
+    with pytest.raises(ValueError, match=r"levels=\d+ is too many Haar levels for a 2x2 input: at most 4"):
         backend.wcc_conv(x, torch.randn(3, 2), None, torch.tensor(4.0), cfg)
     with pytest.raises(ValueError, match="too many Haar levels"):
         backend.keep_indices(x, cfg)
+
+
+def test_case5_levels_at_the_limit_still_run(backend):
+    from wcc import WCCConfig
+
+    for (h, w), levels in (((1, 1), 3), ((2, 2), 4), ((3, 5), 5)):  # 1x1 with the default 3: ASPP pooling
+        cfg = WCCConfig(levels=levels, backend=backend.name)
+        y = backend.wcc_conv(torch.randn(1, 2, h, w), torch.randn(3, 2), None, torch.tensor(4.0), cfg)
+        assert y.shape == (1, 3, h, w)
 
 
 def _documented_selection(x: torch.Tensor, cfg) -> torch.Tensor:

@@ -33,14 +33,15 @@ def padded_size(size: int, levels: int) -> int:
 
 
 def max_levels(height: int, width: int) -> int:
-    """The most Haar levels an ``height x width`` map supports: ``2**levels <= 2 * max(H, W)``.
+    """The most Haar levels an ``height x width`` map supports: ``2**levels <= 8 * max(H, W)``.
 
-    Past that, every further level only doubles the zero padding on both sides (the padded grid
-    grows 4x per level while the map stays the same), so ``levels=14`` on a 2x2 map would ask for
-    a 16384x16384 grid per channel. At the limit, the coarsest block still holds at least half a
-    side of real input.
+    Past the level where one block covers the whole map, every further level only doubles the
+    zero padding on both sides (the padded grid grows 4x per level while the map stays the
+    same), so ``levels=14`` on a 2x2 map would ask for a 16384x16384 grid per channel. Three
+    such levels are allowed: the default ``levels=3`` must keep working on 1x1 maps (DeepLab's
+    image-pooling branch), which pads each side 8x.
     """
-    return max(1, (2 * max(height, width, 1)).bit_length() - 1)
+    return max(1, (8 * max(height, width, 1)).bit_length() - 1)
 
 
 def check_levels(height: int, width: int, levels: int) -> None:
@@ -53,7 +54,7 @@ def check_levels(height: int, width: int, levels: int) -> None:
     if levels > top:
         raise ValueError(
             f"levels={levels} is too many Haar levels for a {height}x{width} input: at most {top} "
-            f"(2**levels <= 2 * max(H, W)); more levels only add zero padding. Use levels <= {top} "
+            f"(2**levels <= 8 * max(H, W)); more levels only add zero padding. Use levels <= {top} "
             f"for this layer, or feed it a larger feature map"
         )
 

@@ -8,7 +8,7 @@ constant (gradient flows only to kept coefficients), the quantizer is straight-t
 
 Defined behaviour that every backend shares (the conformance and fault tests check it):
 
-* ``levels`` must fit the input: ``2**levels <= 2 * max(H, W)`` (:func:`wcc.haar.check_levels`),
+* ``levels`` must fit the input: ``2**levels <= 8 * max(H, W)`` (:func:`wcc.haar.check_levels`),
   else ``ValueError`` before any work.
 * Selection ranks the per-position channel energy ``sum_c coeff**2``. A non-finite energy (a NaN
   or an Inf anywhere in that position's channels) ranks as ``+inf``: above every finite energy,
