@@ -190,6 +190,8 @@ def test_case4_wrong_typed_record_names_file_and_field(tmp_path, field, value):
     res = _bench("compare", str(base), str(new))
     assert res.returncode == 2, res.stdout + res.stderr
     assert victim.name in res.stderr and field in res.stderr and "Traceback" not in res.stderr
+    if field != "bops":
+        return  # the report's handling is the same for every field; checked once
     # report: skipped with a warning on the page; --validate makes it an error
     rep = _bench("report", "--results", str(new), "--out", str(tmp_path / "reports"), "--quiet")
     assert rep.returncode == 0, rep.stderr
