@@ -14,16 +14,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["ResultStore", "SchemaError", "atomic_write_text", "validate", "SCHEMAS", "schema_id"]
+__all__ = ["ResultStore", "SchemaError", "StoreConflictError", "atomic_write_text", "check_record_name", "validate", "SCHEMAS", "schema_id"]
 
 
 class SchemaError(ValueError):
     """A record does not match its kind's schema; the message says where."""
+
+
+class StoreConflictError(RuntimeError):
+    """A write would replace a record that belongs to another run; the message names both."""
 
 
 _ENV = {
@@ -179,20 +184,56 @@ def _check_finite(obj: Any, path: str = "$") -> None:
             _check_finite(v, f"{path}[{i}]")
 
 
+_VALIDATORS: dict[str, Any] = {}
+
+
+def _validator(kind: str) -> Any:
+    # One compiled validator per kind: jsonschema.validate() re-checks the schema itself on
+    # every call, which made validating every record on every read too slow to do always.
+    if kind not in _VALIDATORS:
+        import jsonschema
+
+        cls = jsonschema.validators.validator_for(SCHEMAS[kind])
+        _VALIDATORS[kind] = cls(SCHEMAS[kind])
+    return _VALIDATORS[kind]
+
+
 def validate(kind: str, record: dict[str, Any]) -> None:
-    """Raise :class:`SchemaError` unless ``record`` is a valid record of ``kind``."""
+    """Raise :class:`SchemaError` unless ``record`` is a valid record of ``kind``.
+
+    Types are enforced (the schema) and non-finite numbers rejected, wherever they are; the
+    message names the field.
+    """
     import jsonschema
 
     if kind not in SCHEMAS:
         raise SchemaError(f"unknown record kind {kind!r}; known: {sorted(SCHEMAS)}")
+    if not isinstance(record, dict):
+        raise SchemaError(f"a {kind} record must be a JSON object, got {type(record).__name__}")
     _check_finite(record)
     if record.get("schema") != schema_id(kind):
         raise SchemaError(f"record schema is {record.get('schema')!r}, expected {schema_id(kind)!r}")
-    try:
-        jsonschema.validate(record, SCHEMAS[kind])
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise SchemaError(f"{kind} record invalid at {where}: {exc.message}") from None
+    error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(record))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise SchemaError(f"{kind} record invalid at {where}: {error.message}")
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,199}$")
+
+
+def check_record_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is a safe record file name (commands call this on
+    their arguments before any work, so a bad ``--name`` costs nothing)."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"bad record name {name!r}: use 1-200 letters, digits and . _ + - (not starting with "
+                         f"'.'; no '/'), e.g. cpu-quick-1")
+
+
+def _umask_mode(base: int = 0o666) -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return base & ~mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -201,6 +242,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes 0600 files; records are for everyone the umask lets read them.
+        os.chmod(tmp, _umask_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -218,8 +261,7 @@ class ResultStore:
         self.root = Path(root)
 
     def path(self, kind: str, name: str) -> Path:
-        if not name or "/" in name or name.startswith("."):
-            raise ValueError(f"bad record name {name!r}")
+        check_record_name(name)
         return self.root / kind / f"{name}.json"
 
     def new_record(self, kind: str, **fields: Any) -> dict[str, Any]:
@@ -231,8 +273,23 @@ class ResultStore:
         return rec
 
     def write(self, kind: str, name: str, record: dict[str, Any]) -> Path:
+        """Validate and write ``record`` as ``kind/name.json`` (atomically).
+
+        Raises :class:`StoreConflictError` when a record of that name already exists and
+        belongs to another run (a different ``run_id``): one run never replaces another's.
+        """
         validate(kind, record)
         path = self.path(kind, name)
+        if path.is_file() and record.get("run_id") is not None:
+            try:
+                owner = json.loads(path.read_text(encoding="utf-8")).get("run_id")
+            except (json.JSONDecodeError, AttributeError, OSError):
+                owner = None  # unreadable: resume reports it; nothing of another run to protect
+            if owner is not None and owner != record["run_id"]:
+                raise StoreConflictError(
+                    f"{path} belongs to run {owner!r}; run {record['run_id']!r} would replace it. Two runs "
+                    f"produced the same record name: give one of them another --results folder"
+                )
         atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n")
         return path
 
@@ -243,9 +300,12 @@ class ResultStore:
         path = self.path(kind, name)
         try:
             rec = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SchemaError(f"{path} is not valid JSON: {exc}") from None
-        validate(kind, rec)
+        try:
+            validate(kind, rec)
+        except SchemaError as exc:
+            raise SchemaError(f"{path}: {exc}") from None
         return rec
 
     def records(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -29,7 +29,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partition", default=None, help="SLURM partition (with --executor slurm)")
     p.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per SLURM job (default: %(default)s)")
     p.add_argument("--timeout-min", type=int, default=24 * 60, help="SLURM time limit per row, minutes")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (rows, stages, parents) and exit")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (rows, stages, parents), run the same argument and data checks as a real run (every sample decoded), and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -72,17 +72,38 @@ def run(args: argparse.Namespace) -> int:
     if bad or not tables:
         print(f"error: --tables: unknown table(s) {bad}; choose from {sorted(SWEEPS)}", file=sys.stderr)
         return 2
+    # Every argument is checked here, before data is generated or decoded and before any training.
+    arg_errors = []
+    if args.executor == "slurm" and not args.partition:
+        arg_errors.append("--executor slurm needs --partition NAME")
+    if args.gpus_per_job < 0:
+        arg_errors.append(f"--gpus-per-job must be >= 0, got {args.gpus_per_job}")
+    if args.timeout_min < 1:
+        arg_errors.append(f"--timeout-min must be >= 1, got {args.timeout_min}")
+    if arg_errors:
+        for msg in arg_errors:
+            print(f"error: {msg}", file=sys.stderr)
+        return 2
+    device = _device(args.device)
     if args.dry_run:
+        from bench.tables import DataError, check_run_data
+
         print(_plan(tables, args.profile))
+        try:  # the same argument and data checks as a real run, without training or generating anything
+            print(check_run_data(args.profile, args.out, args.data_root, tables))
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
 
-    from bench.executors import LocalExecutor, SubmititExecutor
-    from bench.tables import DataError, format_table, jobs_for, prepare_run, write_csvs
+    from bench.executors import JobLostError, LocalExecutor, SubmititExecutor
+    from bench.store import StoreConflictError
+    from bench.tables import CorruptRecordError, DataError, format_table, jobs_for, prepare_run, write_csvs
 
     t0 = time.perf_counter()
     try:
-        spec = prepare_run(args.profile, args.out, args.results, args.data_root, _device(args.device),
-                           progress=not args.no_progress)
+        spec = prepare_run(args.profile, args.out, args.results, args.data_root, device,
+                           progress=not args.no_progress, tables=tables)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -95,7 +116,11 @@ def run(args: argparse.Namespace) -> int:
         executor = SubmititExecutor(Path(args.out) / "submitit", cluster="slurm" if args.executor == "slurm" else "local",
                                     partition=args.partition, gpus_per_job=args.gpus_per_job,
                                     timeout_min=args.timeout_min)
-    records = executor.run(jobs)
+    try:
+        records = executor.run(jobs)
+    except (CorruptRecordError, StoreConflictError, JobLostError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     paths = write_csvs(args.out, records)
     for t in tables:
         print(format_table(t, [r for r in records if r["table"] == t]))

@@ -1,7 +1,7 @@
 """Shared pytest options and fixtures.
 
-Options: ``--run-slow`` and ``--run-gpu`` enable the ``slow``/``gpu`` markers (off by default:
-such tests are reported as *skipped*, never silently passed).
+Options: ``--run-slow``, ``--run-gpu`` and ``--run-slurm`` enable the ``slow``/``gpu``/``slurm``
+markers (off by default: such tests are reported as *skipped*, never silently passed).
 
 ``--device`` and ``--dtype`` select where the backend conformance battery
 (``tests/test_conformance.py``) runs, and what the ``device``/``dtype`` fixtures return:
@@ -22,6 +22,8 @@ import torch
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="run tests marked slow")
     parser.addoption("--run-gpu", action="store_true", help="run tests marked gpu (needs CUDA)")
+    parser.addoption("--run-slurm", action="store_true",
+                     help="run tests marked slurm (start munged/slurmctld/slurmd; needs slurm-wlm and munge)")
     parser.addoption("--device", default="cpu",
                      help="device of the conformance battery and the device fixture: cpu (default) or cuda[:N]")
     parser.addoption("--dtype", default=None,
@@ -58,10 +60,13 @@ def selected_dtypes(config: pytest.Config) -> list[torch.dtype]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     run_slow = config.getoption("--run-slow")
     run_gpu = config.getoption("--run-gpu")
+    run_slurm = config.getoption("--run-slurm")
     has_cuda = torch.cuda.is_available()
     for item in items:
         if "slow" in item.keywords and not run_slow:
             item.add_marker(pytest.mark.skip(reason="slow: run with --run-slow"))
+        if "slurm" in item.keywords and not run_slurm:
+            item.add_marker(pytest.mark.skip(reason="slurm: run with --run-slurm (needs slurm-wlm and munge)"))
         if "gpu" in item.keywords:
             if not run_gpu:
                 item.add_marker(pytest.mark.skip(reason="gpu: run with --run-gpu on a CUDA machine"))

@@ -306,7 +306,10 @@ def build_reports(results_paths: str | Path | Iterable[str | Path], out: str | P
     start = time.perf_counter()
     rules = rules or Rules()
     log = log or (lambda _msg: None)
-    results = load_results(results_paths, validate=validate)
+    # Invalid records: an error with --validate, else left out with a warning on the index page.
+    results = load_results(results_paths, skip_invalid=not validate)
+    for problem in results.skipped:
+        log(f"warning: skipped invalid record {problem}")
     if not len(results.records):
         raise LoadError(f"no results records under {results_paths}; run `python -m bench tables` or "
                         f"`python -m bench timing` first")
@@ -354,6 +357,7 @@ def build_reports(results_paths: str | Path | Iterable[str | Path], out: str | P
                            "head": heads[version],
                            "regressed": regressed[version]})
     index = out / "index.html"
-    atomic_write_text(index, jenv.get_template("index.html.j2").render(versions=index_rows, rules=rules.describe()))
+    atomic_write_text(index, jenv.get_template("index.html.j2").render(versions=index_rows, rules=rules.describe(),
+                                                                        invalid=results.skipped))
     pages.append(index)
     return BuildSummary(out, wanted, regressed, time.perf_counter() - start, pages, skipped)

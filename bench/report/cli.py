@@ -44,7 +44,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="append", dest="versions", metavar="VERSION",
                         help="build only this version's report (repeatable; the index always lists all)")
     parser.add_argument("--validate", action="store_true",
-                        help="validate every record against its full JSON schema (slow for large timing records)")
+                        help="make an invalid record an error (exit 2); without it, invalid records are skipped "
+                             "with a warning on the index page (every record is validated either way)")
     parser.add_argument("--jobs", type=int, help="worker processes building versions (default: one per CPU)")
     parser.add_argument("--force", action="store_true",
                         help="rebuild every version (default: skip versions whose records, earlier records, rules "

@@ -185,9 +185,15 @@ def build_record(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.store import ResultStore
+    from bench.store import ResultStore, check_record_name
     from bench.timing.table import deployed_table, layer_ratio_table, model_table
 
+    if args.name is not None:  # before any benchmark runs: a rejected name must not cost the measurements
+        try:
+            check_record_name(args.name)
+        except ValueError as exc:
+            print(f"python -m bench timing --name: {exc}", file=sys.stderr)
+            return 2
     if args.device == "cuda" and not torch.cuda.is_available():
         print(f"python -m bench timing --device cuda: no CUDA device here (torch {torch.__version__}, "
               f"CUDA build: {torch.version.cuda or 'none'}); run with --device cpu instead.", file=sys.stderr)

@@ -57,7 +57,10 @@ def cache_dir() -> Path:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(xdg, "wcc")
     version = re.sub(r"[^A-Za-z0-9_.]", "_", torch.__version__)
-    tag = f"cpu-torch{version}-py{sys.version_info[0]}{sys.version_info[1]}-{_cpu_tag()}"
+    # The source's hash too: checkouts of different commits share this cache, and one built
+    # from another revision of wcc_cpu.cpp must never be loaded for this one.
+    src = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:8]
+    tag = f"cpu-torch{version}-py{sys.version_info[0]}{sys.version_info[1]}-{_cpu_tag()}-src{src}"
     return Path(root) / tag
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from wcc.backends._registry import Backend, BackendUnavailableError, register_backend
-from wcc.backends.reference import keep_count
+from wcc.backends.reference import REFERENCE, has_nonfinite, keep_count
 from wcc.config import WCCConfig
 
 __all__ = ["CUDA", "MAX_LEVELS", "PRIORITY", "SUPPORTED_DTYPES", "CUDABackend"]
@@ -135,7 +135,9 @@ class CUDABackend(Backend):
         dtype = x.dtype
         if torch.is_autocast_enabled(x.device.type):
             dtype = torch.get_autocast_dtype(x.device.type)
-        k = keep_count(x.shape[-2], x.shape[-1], config)
+        k = keep_count(x.shape[-2], x.shape[-1], config)  # also validates `levels` for this size
+        if has_nonfinite(x):  # the one NaN/Inf behaviour (reference docstring); not checked on a GPU here
+            return REFERENCE.wcc_conv(x, weight, bias, act_alpha, config)
         act_bits = config.act_bits or 0
         with torch.autocast(x.device.type, enabled=False):
             xd, wd = x.to(dtype), weight.to(dtype)
@@ -160,6 +162,8 @@ class CUDABackend(Backend):
         if reason is not None:
             raise BackendUnavailableError(f"WCC backend 'cuda' is unavailable: {reason}")
         k = keep_count(x.shape[-2], x.shape[-1], config)
+        if has_nonfinite(x):
+            return REFERENCE.keep_indices(x, config)
         with torch.no_grad():
             return torch.ops.wcc_cuda.keep_indices(x.detach(), config.levels, k)
 

@@ -22,7 +22,7 @@ import os
 import torch
 
 from wcc.backends._registry import ENV_VAR, Backend, register_backend
-from wcc.backends.reference import keep_count
+from wcc.backends.reference import REFERENCE, has_nonfinite, keep_count
 from wcc.config import WCCConfig
 
 __all__ = ["TritonBackend", "PRIORITY", "SUPPORTED_DTYPES", "MAX_LEVELS"]
@@ -102,6 +102,8 @@ class TritonBackend(Backend):
         # The reference computes the quantizer in the activation dtype (wcc.quant._alpha_like).
         alpha = act_alpha.reshape(()).to(device=x.device, dtype=dtype)
         k = keep_count(x.shape[-2], x.shape[-1], config)
+        if has_nonfinite(x):
+            return REFERENCE.wcc_conv(x, weight, bias, act_alpha, config)
         with torch.autocast(x.device.type, enabled=False):
             return WCCTritonFunction.apply(
                 x.to(dtype), weight.to(dtype), bias, alpha, config.levels, k, config.act_bits
@@ -110,9 +112,12 @@ class TritonBackend(Backend):
     def keep_indices(self, x: torch.Tensor, config: WCCConfig) -> torch.Tensor:
         from wcc.backends.triton import _ops
 
+        k = keep_count(x.shape[-2], x.shape[-1], config)  # first: it validates `levels` for this size
+        if has_nonfinite(x):
+            return REFERENCE.keep_indices(x, config)
         with torch.no_grad():
             _, score = _ops.haar_score(x, config.levels, store_coeffs=False)
-            return _ops.select_kept(score, keep_count(x.shape[-2], x.shape[-1], config))
+            return _ops.select_kept(score, k)
 
 
 TRITON = register_backend(TritonBackend(), priority=PRIORITY)
