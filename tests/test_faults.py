@@ -335,6 +335,80 @@ def test_case6_tables_executor_arguments_checked_before_any_data_work(tmp_path):
     assert not out.exists()  # no SynthStreets generated, no run folder
 
 
+def _no_record_reads(monkeypatch):
+    """Make reading any record fail the test: the arguments must be rejected before that work."""
+    import bench.report.load as load
+
+    def _read(*a, **k):
+        raise AssertionError("records were read before the arguments were checked")
+
+    monkeypatch.setattr(load, "load_results", _read)
+
+
+def test_case6_report_arguments_checked_before_any_record_is_read(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+
+    _no_record_reads(monkeypatch)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    rc = main(["report", "--results", str(tmp_path / "missing"), "--out", str(a_file), "--jobs", "0",
+               "--version", "../../etc", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    for flag in ("--results", "--out", "--jobs", "--version"):
+        assert flag in err, (flag, err)
+
+
+def test_case6_compare_arguments_checked_before_any_record_is_read(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+
+    _no_record_reads(monkeypatch)
+    assert main(["compare", "--results", str(tmp_path / "missing"), "0.1.0", "0.1.1"]) == 2
+    assert "--results" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path), str(tmp_path), "--factor", "0.5"]) == 2
+    assert "--factor" in capsys.readouterr().err
+
+
+def test_case6_timing_numbers_and_paths_checked_before_any_benchmark(tmp_path, monkeypatch, capsys):
+    import bench.timing.cli as timing_cli
+    from bench.cli import main
+
+    def _no_benchmarks(args):
+        raise AssertionError("benchmarks ran before the arguments were checked")
+
+    monkeypatch.setattr(timing_cli, "build_record", _no_benchmarks)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    rc = main(["timing", "--device", "cpu", "--quick", "--out", str(a_file), "--keep-ratios", "0,1.5",
+               "--min-samples", "0", "--budget", "-1", "--backends", "nope", "--shape-sets", "nope"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    for flag in ("--out", "--keep-ratios", "--min-samples", "--budget", "--backends", "--shape-sets"):
+        assert flag in err, (flag, err)
+
+
+def test_case6_tables_paths_and_device_checked_before_any_data_work(tmp_path):
+    out = tmp_path / "out"
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    res = _bench("tables", "--profile", "smoke", "--device", "gpu", "--no-progress", "--out", str(out),
+                 "--results", str(a_file), "--data-root", str(tmp_path / "missing"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    for flag in ("--device gpu", "--results", "--data-root"):
+        assert flag in res.stderr, (flag, res.stderr)
+    assert not out.exists()  # no SynthStreets generated, no run folder
+
+
+def test_case6_info_commands_reject_unknown_arguments():
+    from wcc.info import main as wcc_info
+
+    with pytest.raises(SystemExit) as exc:  # the old wcc.info ignored its arguments and probed anyway
+        wcc_info(["--levels", "3"])
+    assert exc.value.code == 2
+    res = _bench("info", "--bogus", timeout=120)
+    assert res.returncode == 2 and "--bogus" in res.stderr
+
+
 # ------------------------------------------------------------------ 7. smaller things
 
 

@@ -68,7 +68,15 @@ def info_lines() -> list[str]:
     return lines
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Print :func:`info_lines`. Takes no arguments; anything given is an error (exit 2) before any probe,
+    so a mistyped flag is never silently ignored."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m wcc.info", description=(
+        "Print wcc's version, torch's, every backend's availability (with the reason when unavailable) and how "
+        f"'auto' would dispatch a CUDA and a CPU input. Takes no arguments; {ENV_VAR} selects a backend."))
+    parser.parse_args(argv)  # exits 2 naming the unrecognized argument
     print("\n".join(info_lines()))
     return 0
 
