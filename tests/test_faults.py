@@ -219,97 +219,22 @@ def test_case4_corrupt_record_on_resume_names_file_and_fix(tmp_path):
 # ------------------------------------------------------------------ 5. the layer
 
 
-def _cpu_backends() -> list[str]:
-    from wcc.backends import backend_status
+def test_case5_impossible_levels_and_nan_inputs():
+    """The issue's two findings: the reference backend on levels far above a 2x2 map (12: the old
+    code allocated 16M per channel; 14 exhausted 24 GB, too costly to replay; 64: a TypeError), and
+    the cpu backend against the reference when NaNs outnumber the kept coefficients. The same rules
+    run for every backend x device x dtype in the conformance battery (tests/test_conformance.py)."""
+    from _conformance_rules import TOO_MANY_LEVELS, check_levels_rejected, check_nonfinite_rule
 
-    names = ["reference"]
-    status = {s.name: s for s in backend_status()}
-    if "cpu" in status and status["cpu"].available:
-        names.append("cpu")
-    try:
-        import triton  # noqa: F401
-
-        names.append("triton")  # in Triton's interpreter (see _backend)
-    except ImportError:
-        pass
-    return names
-
-
-@pytest.fixture(params=_cpu_backends())
-def backend(request, monkeypatch):
     from wcc.backends import get_backend
 
-    if request.param == "triton":
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
-        monkeypatch.setenv("WCC_BACKEND", "triton")
-    return get_backend(request.param)
-
-
-@pytest.mark.parametrize("levels", [12, 64])  # 2**12 padding of a 2x2 map: the old reference allocated 16M/ch
-def test_case5_levels_too_large_for_the_input_is_a_value_error(backend, levels):
-    from wcc import WCCConfig
-
-    cfg = WCCConfig(levels=levels, backend=backend.name)
-    x = torch.randn(1, 2, 2, 2)
-    with pytest.raises(ValueError, match=r"levels=\d+ is too many Haar levels for a 2x2 input: at most 4"):
-        backend.wcc_conv(x, torch.randn(3, 2), None, torch.tensor(4.0), cfg)
-    with pytest.raises(ValueError, match="too many Haar levels"):
-        backend.keep_indices(x, cfg)
-
-
-def test_case5_levels_at_the_limit_still_run(backend):
-    from wcc import WCCConfig
-
-    for (h, w), levels in (((1, 1), 3), ((2, 2), 4), ((3, 5), 5)):  # 1x1 with the default 3: ASPP pooling
-        cfg = WCCConfig(levels=levels, backend=backend.name)
-        y = backend.wcc_conv(torch.randn(1, 2, h, w), torch.randn(3, 2), None, torch.tensor(4.0), cfg)
-        assert y.shape == (1, 3, h, w)
-
-
-def _documented_selection(x: torch.Tensor, cfg) -> torch.Tensor:
-    """The rule as the reference docstring states it, computed independently of any backend."""
-    from wcc.backends.reference import keep_count
-    from wcc.haar import haar2d, pad_to_multiple
-
-    xp = pad_to_multiple(x.double(), cfg.levels)
-    energy = haar2d(xp, cfg.levels).flatten(2).square().sum(1)  # (N, P)
-    k = keep_count(x.shape[-2], x.shape[-1], cfg)
-    out = []
-    for row in energy.tolist():
-        key = [float("inf") if v != v else v for v in row]
-        order = sorted(range(len(key)), key=lambda p: (-key[p], p))  # highest first, ties: lowest position
-        out.append(sorted(order[:k]))
-    return torch.tensor(out)
-
-
-def test_case5_nan_and_inf_select_the_same_positions_on_every_backend(backend):
-    from wcc import WCCConfig
-    from wcc.backends import get_backend
-
-    cfg = WCCConfig(levels=2, keep_ratio=0.25, backend=backend.name)
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 3, 9, 7, generator=gen)
-    x[torch.rand(x.shape, generator=gen) < 0.5] = float("nan")  # NaN positions far outnumber the k kept
-    x[0, 0, 0, 0] = float("inf")
-    x[1, 2, 3, 3] = -float("inf")
-    x[1, 1, 5, 5] = -float("nan")  # a NaN with the sign bit set ranks like any other NaN
-    want = _documented_selection(x, cfg)
-    assert torch.equal(backend.keep_indices(x, cfg), want)
-    weight, alpha = torch.randn(4, 3, generator=gen), torch.tensor(3.0)
-    y = backend.wcc_conv(x, weight, None, alpha, cfg)
-    y_ref = get_backend("reference").wcc_conv(x, weight, None, alpha, cfg)
-    assert torch.equal(y.isnan(), y_ref.isnan())
-    finite = ~y_ref.isnan()
-    torch.testing.assert_close(y[finite], y_ref[finite], rtol=1e-4, atol=1e-4)
-
-
-def test_case5_ties_go_to_the_lowest_position(backend):
-    from wcc import WCCConfig
-
-    cfg = WCCConfig(levels=1, keep_ratio=0.5, backend=backend.name)
-    x = torch.zeros(1, 2, 6, 6)  # every energy 0 except one: the rest is a tie
-    x[0, 1, 4, 5] = 2.0
-    assert torch.equal(backend.keep_indices(x, cfg), _documented_selection(x, cfg))
+    cpu = torch.device("cpu")
+    for levels in TOO_MANY_LEVELS:
+        check_levels_rejected(get_backend("reference"), levels, cpu, torch.float32)
+    backend = get_backend("cpu")
+    if backend.unavailable_reason() is not None:
+        pytest.skip(f"cpu backend unavailable here: {backend.unavailable_reason()}")
+    check_nonfinite_rule(backend, cpu, torch.float32, tol=1e-5)
 
 
 # ------------------------------------------------------------------ 6. late argument checks
