@@ -181,6 +181,56 @@ def test_case4_non_finite_record_is_rejected_by_compare(tmp_path):
     assert victim.name in res.stderr and "improved" not in res.stdout.lower()
 
 
+def _leaves(obj, path=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj[:1]):  # the first item stands for the rest (one item schema)
+            yield from _leaves(v, (*path, i))
+    if path:
+        yield path
+
+
+def _with(obj, path, value):
+    import copy
+
+    out = copy.deepcopy(obj)
+    node = out
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return out
+
+
+@pytest.mark.parametrize("kind", ["tables", "timing"])
+def test_case4_fast_record_check_is_as_strict_as_jsonschema(kind):
+    """Every reader validates every record; the compiled check that makes that cheap
+    (fastjsonschema) must reject exactly what jsonschema rejects: every field of a real record
+    replaced by a wrong-typed or out-of-range value gets the same verdict from both."""
+    from bench import store
+    from tests._results_history import table_records, timing_record
+
+    created = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    rec = (table_records("cpu", 0, created, seed=0)[0][1] if kind == "tables"
+           else timing_record("cpu", 0, created, full=False, seed=0, n_samples=3))
+    fast, slow = store._fast_validator(kind), store._validator(kind)
+    assert fast is not None, "fastjsonschema is a dependency of the bench extra"
+    fast(rec)
+    checked = 0
+    for path in _leaves(rec):
+        for bad in ("x", [1], True, None, -1.5, {}):
+            mutated = _with(rec, path, bad)
+            try:
+                fast(mutated)
+                fast_ok = True
+            except Exception:  # noqa: BLE001 - fastjsonschema.JsonSchemaValueException
+                fast_ok = False
+            assert fast_ok == slow.is_valid(mutated), (path, bad)
+            checked += 1
+    assert checked > 100
+
+
 @pytest.mark.parametrize("field,value", [("bops", "lots"), ("environment", [1, 2]), ("metrics", {"miou": "high"})])
 def test_case4_wrong_typed_record_names_file_and_field(tmp_path, field, value):
     base, new, victim = _two_sides(tmp_path)

@@ -136,8 +136,8 @@ def _check_args(args: argparse.Namespace) -> list[str | None]:
               int_at_least("--threads", args.threads, 1)]
     if args.min_samples is not None and args.max_samples is not None and args.max_samples < args.min_samples:
         errors.append(f"--max-samples ({args.max_samples}) must be >= --min-samples ({args.min_samples})")
-    if args.budget is not None and not args.budget > 0:
-        errors.append(f"--budget must be > 0 seconds, got {args.budget}")
+    if args.budget is not None and not args.budget >= 0:  # 0: the minimum samples only
+        errors.append(f"--budget must be >= 0 seconds, got {args.budget}")
     if args.keep_ratios is not None and not all(0 < r <= 1 for r in args.keep_ratios):
         errors.append(f"--keep-ratios must each be in (0, 1], got {list(args.keep_ratios)}")
     if args.levels is not None and not all(j >= 1 for j in args.levels):
