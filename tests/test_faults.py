@@ -419,6 +419,29 @@ def test_case7_progress_off_a_tty_is_a_few_plain_lines(monkeypatch, capsys):
     assert 5 <= len(log.splitlines()) <= 11 and "1000/1000" in log
 
 
+def test_case7_timing_progress_off_a_tty_is_a_few_plain_lines(monkeypatch):
+    """bench timing's layer and model loops draw with the same rule as training (one home)."""
+    import io
+
+    from bench.timing import layer, model
+
+    def _fail(*args, **kwargs):
+        raise RuntimeError("not measured in this test")  # each case ends at once, as an error row
+
+    monkeypatch.setattr(layer, "CaseGroup", _fail)
+    monkeypatch.setattr(model, "build_model", _fail)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    cases = layer.default_grid("cpu", quick=False).cases(["reference"])[:200]
+    rows = layer.run_layer_benchmarks(cases, "cpu", progress=True)
+    mcases = model.model_cases("cpu", True, ["reference"])
+    model.run_model_benchmarks(mcases, "cpu", memory=False, progress=True)
+    log = sys.stderr.getvalue()
+    assert len(rows) == 200 and "\r" not in log
+    layer_lines = [ln for ln in log.splitlines() if ln.startswith("layers:")]
+    assert 5 <= len(layer_lines) <= 11 and "200/200" in layer_lines[-1]
+    assert any(ln.startswith(f"models: {len(mcases)}/{len(mcases)}") for ln in log.splitlines())
+
+
 def test_case7_smoke_records_never_headline_a_version():
     import pandas as pd
 
