@@ -317,7 +317,9 @@ def _no_record_reads(monkeypatch):
     def _read(*a, **k):
         raise AssertionError("records were read before the arguments were checked")
 
-    monkeypatch.setattr(load, "load_results", _read)
+    # _read: the per-file reader, looked up in load's globals (patching load_results would leak into
+    # modules that import it by name while the patch is in place)
+    monkeypatch.setattr(load, "_read", _read)
 
 
 def test_case6_report_arguments_checked_before_any_record_is_read(tmp_path, monkeypatch, capsys):
