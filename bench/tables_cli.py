@@ -52,7 +52,7 @@ def _path_and_device_errors(args: argparse.Namespace) -> list[str]:
 
     errors = [writable_dir("--out", args.out), writable_dir("--results", args.results)]
     if args.data_root is not None and not os.path.isdir(args.data_root):
-        errors.append(f"--data-root {args.data_root}: no such folder; give the folder holding the datasets "
+        errors.append(f"--data-root {args.data_root}: does not exist (no such folder); give the folder holding the datasets "
                       f"(or leave it out to generate SynthStreets)")
     if args.device != "auto":
         try:
