@@ -79,6 +79,23 @@ def _sides(args: argparse.Namespace) -> tuple[Any, Any, str, str]:
         raise _BadInput(str(exc)) from None
 
 
+def _check_args(args: argparse.Namespace) -> list[str | None]:
+    """Every argument's problem, found before any record is read."""
+    from bench._args import existing_path
+    from bench.report.cli import rule_errors
+
+    if args.results:
+        errors = [existing_path("--results", args.results)]
+        if not errors[0] and not Path(args.results).is_dir():
+            errors = [f"--results {args.results}: not a folder; give the results folder holding both versions"]
+    else:
+        errors = [None if Path(p).exists() else
+                  f"{name} {p}: no such file or directory" + (" (to compare versions, add --results DIR)"
+                                                               if not Path(p).suffix else "")
+                  for name, p in (("BASE", args.base), ("NEW", args.new))]
+    return errors + rule_errors(args)
+
+
 def _describe(name: str, res: Any) -> str:
     versions = ", ".join(res.version_order) or "none"
     machines = "; ".join(res.machines.get(m, m) for m in sorted(res.machines)) or "none"
@@ -88,12 +105,15 @@ def _describe(name: str, res: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
+    from bench._args import report_errors
     from bench.report.cli import rules_from
     from bench.report.format import COMPARE_HEADERS, GROUP_HEADERS, compare_rows, group_rows, short_machine_names
     from bench.report.regressions import compare, group_summary, measurements, unmatched
 
+    if report_errors("python -m bench compare", _check_args(args)):  # before any record is read
+        return 2
+    rules = rules_from(args)
     try:
-        rules = rules_from(args)
         base, new, base_name, new_name = _sides(args)
     except (ValueError, _BadInput) as exc:
         print(f"python -m bench compare: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -43,6 +44,31 @@ def _device(name: str) -> str:
     return name
 
 
+def _path_and_device_errors(args: argparse.Namespace) -> list[str]:
+    """--out, --results, --data-root and --device, checked before any data is generated or read."""
+    import torch
+
+    from bench._args import writable_dir
+
+    errors = [writable_dir("--out", args.out), writable_dir("--results", args.results)]
+    if args.data_root is not None and not os.path.isdir(args.data_root):
+        errors.append(f"--data-root {args.data_root}: does not exist (no such folder); give the folder holding the datasets "
+                      f"(or leave it out to generate SynthStreets)")
+    if args.device != "auto":
+        try:
+            dev = torch.device(args.device)
+        except RuntimeError:
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda"):
+            errors.append(f"--device {args.device}: not a device; use auto, cpu, cuda or cuda:N")
+        elif dev.type == "cuda" and not torch.cuda.is_available():
+            errors.append(f"--device {args.device}: CUDA is not available on this machine (torch {torch.__version__}); "
+                          f"use --device cpu")
+        elif dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            errors.append(f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return [e for e in errors if e]
+
+
 def _plan(tables: list[str], profile_name: str) -> str:
     from tabulate import tabulate
 
@@ -80,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         arg_errors.append(f"--gpus-per-job must be >= 0, got {args.gpus_per_job}")
     if args.timeout_min < 1:
         arg_errors.append(f"--timeout-min must be >= 1, got {args.timeout_min}")
+    arg_errors += _path_and_device_errors(args)
     if arg_errors:
         for msg in arg_errors:
             print(f"error: {msg}", file=sys.stderr)

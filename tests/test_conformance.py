@@ -17,7 +17,11 @@ The contract (the reference backend is the specification, DESIGN 3.4):
 * outputs and the gradients of x, weight, bias and the activation clip match the float64
   reference to the dtype's tolerance, relative to the largest magnitude (the clip's gradient
   relative to the sum of its terms' magnitudes, since they cancel);
-* the same in inference mode (some backends take a different, gradient-free path there).
+* the same in inference mode (some backends take a different, gradient-free path there);
+* the shared rules beyond floats (``tests/_conformance_rules.py``): ``levels`` beyond the input's
+  size is a ``ValueError`` (and the limit itself runs); a non-finite channel energy ranks as +inf
+  and ties go to the lowest Mallat index, so the kept positions (exactly) and the output's NaN/Inf
+  masks equal the reference's in every dtype, even when NaNs outnumber the kept coefficients.
 
 Inputs are dyadic (small integers / 256) and the clip is a power of two, so coefficients and
 quantizer arguments are exact in float32: no coefficient can land on another quantization level
@@ -28,6 +32,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _conformance_rules import (
+    TOO_MANY_LEVELS,
+    check_levels_at_the_limit,
+    check_levels_rejected,
+    check_nonfinite_rule,
+    check_ties_lowest_position,
+)
 from conftest import selected_device, selected_dtypes
 
 import wcc.backends.reference as reference_module
@@ -242,3 +253,35 @@ def test_integer_weight_codes_match_reference(backend_on, monkeypatch, shape, c_
     y64, _, _ = _reference64(x, wq.cpu().double(), bias, grad, config, True, support, monkeypatch)
     tol = TOLERANCE[dtype] * (QUANTIZED_HALF_FACTOR if dtype in HALF else 1.0)
     _assert_rel(got.cpu().double(), y64, tol, "output with integer weight codes")
+
+
+def _skip_if_refused(backend, device, dtype) -> None:
+    """Skip with the backend's own reason when it does not take this device/dtype at all."""
+    refusal = _refusal(backend, device, dtype, WCCConfig(levels=1), (1, 2, 8, 8))
+    if refusal is not None:
+        pytest.skip(f"{backend.name} refuses this combination: {refusal}")
+
+
+@pytest.mark.parametrize("levels", TOO_MANY_LEVELS, ids=lambda j: f"levels{j}-on-2x2")
+def test_levels_beyond_the_input_are_a_value_error(backend_on, levels):
+    backend, device, dtype = backend_on
+    _skip_if_refused(backend, device, dtype)
+    check_levels_rejected(backend, levels, device, dtype)
+
+
+def test_levels_at_the_limit_run(backend_on):
+    backend, device, dtype = backend_on
+    _skip_if_refused(backend, device, dtype)
+    check_levels_at_the_limit(backend, device, dtype)
+
+
+def test_nonfinite_inputs_follow_the_shared_rule(backend_on):
+    backend, device, dtype = backend_on
+    _skip_if_refused(backend, device, dtype)
+    check_nonfinite_rule(backend, device, dtype, TOLERANCE[dtype] * (QUANTIZED_HALF_FACTOR if dtype in HALF else 1.0))
+
+
+def test_ties_go_to_the_lowest_position(backend_on):
+    backend, device, dtype = backend_on
+    _skip_if_refused(backend, device, dtype)
+    check_ties_lowest_position(backend, device, dtype)

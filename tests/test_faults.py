@@ -181,6 +181,56 @@ def test_case4_non_finite_record_is_rejected_by_compare(tmp_path):
     assert victim.name in res.stderr and "improved" not in res.stdout.lower()
 
 
+def _leaves(obj, path=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj[:1]):  # the first item stands for the rest (one item schema)
+            yield from _leaves(v, (*path, i))
+    if path:
+        yield path
+
+
+def _with(obj, path, value):
+    import copy
+
+    out = copy.deepcopy(obj)
+    node = out
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return out
+
+
+@pytest.mark.parametrize("kind", ["tables", "timing"])
+def test_case4_fast_record_check_is_as_strict_as_jsonschema(kind):
+    """Every reader validates every record; the compiled check that makes that cheap
+    (fastjsonschema) must reject exactly what jsonschema rejects: every field of a real record
+    replaced by a wrong-typed or out-of-range value gets the same verdict from both."""
+    from bench import store
+    from tests._results_history import table_records, timing_record
+
+    created = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    rec = (table_records("cpu", 0, created, seed=0)[0][1] if kind == "tables"
+           else timing_record("cpu", 0, created, full=False, seed=0, n_samples=3))
+    fast, slow = store._fast_validator(kind), store._validator(kind)
+    assert fast is not None, "fastjsonschema is a dependency of the bench extra"
+    fast(rec)
+    checked = 0
+    for path in _leaves(rec):
+        for bad in ("x", [1], True, None, -1.5, {}):
+            mutated = _with(rec, path, bad)
+            try:
+                fast(mutated)
+                fast_ok = True
+            except Exception:  # noqa: BLE001 - fastjsonschema.JsonSchemaValueException
+                fast_ok = False
+            assert fast_ok == slow.is_valid(mutated), (path, bad)
+            checked += 1
+    assert checked > 100
+
+
 @pytest.mark.parametrize("field,value", [("bops", "lots"), ("environment", [1, 2]), ("metrics", {"miou": "high"})])
 def test_case4_wrong_typed_record_names_file_and_field(tmp_path, field, value):
     base, new, victim = _two_sides(tmp_path)
@@ -219,97 +269,22 @@ def test_case4_corrupt_record_on_resume_names_file_and_fix(tmp_path):
 # ------------------------------------------------------------------ 5. the layer
 
 
-def _cpu_backends() -> list[str]:
-    from wcc.backends import backend_status
+def test_case5_impossible_levels_and_nan_inputs():
+    """The issue's two findings: the reference backend on levels far above a 2x2 map (12: the old
+    code allocated 16M per channel; 14 exhausted 24 GB, too costly to replay; 64: a TypeError), and
+    the cpu backend against the reference when NaNs outnumber the kept coefficients. The same rules
+    run for every backend x device x dtype in the conformance battery (tests/test_conformance.py)."""
+    from _conformance_rules import TOO_MANY_LEVELS, check_levels_rejected, check_nonfinite_rule
 
-    names = ["reference"]
-    status = {s.name: s for s in backend_status()}
-    if "cpu" in status and status["cpu"].available:
-        names.append("cpu")
-    try:
-        import triton  # noqa: F401
-
-        names.append("triton")  # in Triton's interpreter (see _backend)
-    except ImportError:
-        pass
-    return names
-
-
-@pytest.fixture(params=_cpu_backends())
-def backend(request, monkeypatch):
     from wcc.backends import get_backend
 
-    if request.param == "triton":
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
-        monkeypatch.setenv("WCC_BACKEND", "triton")
-    return get_backend(request.param)
-
-
-@pytest.mark.parametrize("levels", [12, 64])  # 2**12 padding of a 2x2 map: the old reference allocated 16M/ch
-def test_case5_levels_too_large_for_the_input_is_a_value_error(backend, levels):
-    from wcc import WCCConfig
-
-    cfg = WCCConfig(levels=levels, backend=backend.name)
-    x = torch.randn(1, 2, 2, 2)
-    with pytest.raises(ValueError, match=r"levels=\d+ is too many Haar levels for a 2x2 input: at most 4"):
-        backend.wcc_conv(x, torch.randn(3, 2), None, torch.tensor(4.0), cfg)
-    with pytest.raises(ValueError, match="too many Haar levels"):
-        backend.keep_indices(x, cfg)
-
-
-def test_case5_levels_at_the_limit_still_run(backend):
-    from wcc import WCCConfig
-
-    for (h, w), levels in (((1, 1), 3), ((2, 2), 4), ((3, 5), 5)):  # 1x1 with the default 3: ASPP pooling
-        cfg = WCCConfig(levels=levels, backend=backend.name)
-        y = backend.wcc_conv(torch.randn(1, 2, h, w), torch.randn(3, 2), None, torch.tensor(4.0), cfg)
-        assert y.shape == (1, 3, h, w)
-
-
-def _documented_selection(x: torch.Tensor, cfg) -> torch.Tensor:
-    """The rule as the reference docstring states it, computed independently of any backend."""
-    from wcc.backends.reference import keep_count
-    from wcc.haar import haar2d, pad_to_multiple
-
-    xp = pad_to_multiple(x.double(), cfg.levels)
-    energy = haar2d(xp, cfg.levels).flatten(2).square().sum(1)  # (N, P)
-    k = keep_count(x.shape[-2], x.shape[-1], cfg)
-    out = []
-    for row in energy.tolist():
-        key = [float("inf") if v != v else v for v in row]
-        order = sorted(range(len(key)), key=lambda p: (-key[p], p))  # highest first, ties: lowest position
-        out.append(sorted(order[:k]))
-    return torch.tensor(out)
-
-
-def test_case5_nan_and_inf_select_the_same_positions_on_every_backend(backend):
-    from wcc import WCCConfig
-    from wcc.backends import get_backend
-
-    cfg = WCCConfig(levels=2, keep_ratio=0.25, backend=backend.name)
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 3, 9, 7, generator=gen)
-    x[torch.rand(x.shape, generator=gen) < 0.5] = float("nan")  # NaN positions far outnumber the k kept
-    x[0, 0, 0, 0] = float("inf")
-    x[1, 2, 3, 3] = -float("inf")
-    x[1, 1, 5, 5] = -float("nan")  # a NaN with the sign bit set ranks like any other NaN
-    want = _documented_selection(x, cfg)
-    assert torch.equal(backend.keep_indices(x, cfg), want)
-    weight, alpha = torch.randn(4, 3, generator=gen), torch.tensor(3.0)
-    y = backend.wcc_conv(x, weight, None, alpha, cfg)
-    y_ref = get_backend("reference").wcc_conv(x, weight, None, alpha, cfg)
-    assert torch.equal(y.isnan(), y_ref.isnan())
-    finite = ~y_ref.isnan()
-    torch.testing.assert_close(y[finite], y_ref[finite], rtol=1e-4, atol=1e-4)
-
-
-def test_case5_ties_go_to_the_lowest_position(backend):
-    from wcc import WCCConfig
-
-    cfg = WCCConfig(levels=1, keep_ratio=0.5, backend=backend.name)
-    x = torch.zeros(1, 2, 6, 6)  # every energy 0 except one: the rest is a tie
-    x[0, 1, 4, 5] = 2.0
-    assert torch.equal(backend.keep_indices(x, cfg), _documented_selection(x, cfg))
+    cpu = torch.device("cpu")
+    for levels in TOO_MANY_LEVELS:
+        check_levels_rejected(get_backend("reference"), levels, cpu, torch.float32)
+    backend = get_backend("cpu")
+    if backend.unavailable_reason() is not None:
+        pytest.skip(f"cpu backend unavailable here: {backend.unavailable_reason()}")
+    check_nonfinite_rule(backend, cpu, torch.float32, tol=1e-5)
 
 
 # ------------------------------------------------------------------ 6. late argument checks
@@ -333,6 +308,82 @@ def test_case6_tables_executor_arguments_checked_before_any_data_work(tmp_path):
                  "--results", str(tmp_path / "results"))
     assert res.returncode == 2 and "--partition" in res.stderr and "Traceback" not in res.stderr
     assert not out.exists()  # no SynthStreets generated, no run folder
+
+
+def _no_record_reads(monkeypatch):
+    """Make reading any record fail the test: the arguments must be rejected before that work."""
+    import bench.report.load as load
+
+    def _read(*a, **k):
+        raise AssertionError("records were read before the arguments were checked")
+
+    # _read: the per-file reader, looked up in load's globals (patching load_results would leak into
+    # modules that import it by name while the patch is in place)
+    monkeypatch.setattr(load, "_read", _read)
+
+
+def test_case6_report_arguments_checked_before_any_record_is_read(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+
+    _no_record_reads(monkeypatch)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    rc = main(["report", "--results", str(tmp_path / "missing"), "--out", str(a_file), "--jobs", "0",
+               "--version", "../../etc", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    for flag in ("--results", "--out", "--jobs", "--version"):
+        assert flag in err, (flag, err)
+
+
+def test_case6_compare_arguments_checked_before_any_record_is_read(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+
+    _no_record_reads(monkeypatch)
+    assert main(["compare", "--results", str(tmp_path / "missing"), "0.1.0", "0.1.1"]) == 2
+    assert "--results" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path), str(tmp_path), "--factor", "0.5"]) == 2
+    assert "--factor" in capsys.readouterr().err
+
+
+def test_case6_timing_numbers_and_paths_checked_before_any_benchmark(tmp_path, monkeypatch, capsys):
+    import bench.timing.cli as timing_cli
+    from bench.cli import main
+
+    def _no_benchmarks(args):
+        raise AssertionError("benchmarks ran before the arguments were checked")
+
+    monkeypatch.setattr(timing_cli, "build_record", _no_benchmarks)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    rc = main(["timing", "--device", "cpu", "--quick", "--out", str(a_file), "--keep-ratios", "0,1.5",
+               "--min-samples", "0", "--budget", "-1", "--backends", "nope", "--shape-sets", "nope"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    for flag in ("--out", "--keep-ratios", "--min-samples", "--budget", "--backends", "--shape-sets"):
+        assert flag in err, (flag, err)
+
+
+def test_case6_tables_paths_and_device_checked_before_any_data_work(tmp_path):
+    out = tmp_path / "out"
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    res = _bench("tables", "--profile", "smoke", "--device", "gpu", "--no-progress", "--out", str(out),
+                 "--results", str(a_file), "--data-root", str(tmp_path / "missing"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    for flag in ("--device gpu", "--results", "--data-root"):
+        assert flag in res.stderr, (flag, res.stderr)
+    assert not out.exists()  # no SynthStreets generated, no run folder
+
+
+def test_case6_info_commands_reject_unknown_arguments():
+    from wcc.info import main as wcc_info
+
+    with pytest.raises(SystemExit) as exc:  # the old wcc.info ignored its arguments and probed anyway
+        wcc_info(["--levels", "3"])
+    assert exc.value.code == 2
+    res = _bench("info", "--bogus", timeout=120)
+    assert res.returncode == 2 and "--bogus" in res.stderr
 
 
 # ------------------------------------------------------------------ 7. smaller things
@@ -368,6 +419,29 @@ def test_case7_progress_off_a_tty_is_a_few_plain_lines(monkeypatch, capsys):
     log = sys.stderr.getvalue()
     assert "\r" not in log
     assert 5 <= len(log.splitlines()) <= 11 and "1000/1000" in log
+
+
+def test_case7_timing_progress_off_a_tty_is_a_few_plain_lines(monkeypatch):
+    """bench timing's layer and model loops draw with the same rule as training (one home)."""
+    import io
+
+    from bench.timing import layer, model
+
+    def _fail(*args, **kwargs):
+        raise RuntimeError("not measured in this test")  # each case ends at once, as an error row
+
+    monkeypatch.setattr(layer, "CaseGroup", _fail)
+    monkeypatch.setattr(model, "build_model", _fail)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    cases = layer.default_grid("cpu", quick=False).cases(["reference"])[:200]
+    rows = layer.run_layer_benchmarks(cases, "cpu", progress=True)
+    mcases = model.model_cases("cpu", True, ["reference"])
+    model.run_model_benchmarks(mcases, "cpu", memory=False, progress=True)
+    log = sys.stderr.getvalue()
+    assert len(rows) == 200 and "\r" not in log
+    layer_lines = [ln for ln in log.splitlines() if ln.startswith("layers:")]
+    assert 5 <= len(layer_lines) <= 11 and "200/200" in layer_lines[-1]
+    assert any(ln.startswith(f"models: {len(mcases)}/{len(mcases)}") for ln in log.splitlines())
 
 
 def test_case7_smoke_records_never_headline_a_version():

@@ -68,10 +68,18 @@ def info_lines() -> list[str]:
     return lines
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Print :func:`info_lines`. Takes no arguments; anything in ``argv`` (``sys.argv[1:]`` when run as
+    ``python -m wcc.info``; none when called as a function) is an error (exit 2) before any probe."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m wcc.info", description=(
+        "Print wcc's version, torch's, every backend's availability (with the reason when unavailable) and how "
+        f"'auto' would dispatch a CUDA and a CPU input. Takes no arguments; {ENV_VAR} selects a backend."))
+    parser.parse_args([] if argv is None else argv)  # exits 2 naming the unrecognized argument
     print("\n".join(info_lines()))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

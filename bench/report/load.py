@@ -167,7 +167,7 @@ def _read(path: Path) -> tuple[str, dict[str, Any]]:
     from bench.store import validate as full_validate
 
     try:
-        full_validate(kind, rec)
+        full_validate(kind, rec, parsed_strictly=True)  # json.loads above rejected every non-finite number
     except SchemaError as exc:
         raise LoadError(f"{path}: {exc}") from None
     return kind, rec

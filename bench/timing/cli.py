@@ -126,6 +126,42 @@ def _runtimes(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(args.runtimes)
 
 
+def _check_args(args: argparse.Namespace) -> list[str | None]:
+    """Every argument's problem, found before any benchmark runs (so none costs a measurement)."""
+    from bench._args import int_at_least, writable_dir
+    from wcc.backends import list_backends
+
+    errors = [writable_dir("--out", args.out), int_at_least("--warmup", args.warmup, 0),
+              int_at_least("--min-samples", args.min_samples, 1), int_at_least("--max-samples", args.max_samples, 1),
+              int_at_least("--threads", args.threads, 1)]
+    if args.min_samples is not None and args.max_samples is not None and args.max_samples < args.min_samples:
+        errors.append(f"--max-samples ({args.max_samples}) must be >= --min-samples ({args.min_samples})")
+    if args.budget is not None and not args.budget >= 0:  # 0: the minimum samples only
+        errors.append(f"--budget must be >= 0 seconds, got {args.budget}")
+    if args.keep_ratios is not None and not all(0 < r <= 1 for r in args.keep_ratios):
+        errors.append(f"--keep-ratios must each be in (0, 1], got {list(args.keep_ratios)}")
+    if args.levels is not None and not all(j >= 1 for j in args.levels):
+        errors.append(f"--levels must each be >= 1, got {list(args.levels)}")
+    bad = [d for d in args.directions or () if d not in ("fwd", "fwdbwd")]
+    if bad:
+        errors.append(f"--directions: unknown {bad}; choose from fwd, fwdbwd")
+    bad = [d for d in args.dtypes or () if d not in ("float32", "float16", "bfloat16")]
+    if bad:
+        errors.append(f"--dtypes: unknown {bad}; choose from float32, float16, bfloat16")
+    if args.model_resolution is not None and min(args.model_resolution) < 1:
+        errors.append(f"--model-resolution must be positive, got {args.model_resolution}")
+    missing = [b for b in args.backends or () if b not in list_backends()]
+    if missing:
+        errors.append(f"--backends: unknown {missing}; registered: {', '.join(list_backends())}")
+    try:  # shape sets, --shapes and --runtimes: the grid's own parsing, cheap and without running anything
+        _grid(args)
+    except SystemExit as exc:
+        errors.append(f"--shape-sets/--shapes/--runtimes: {exc}")
+    except ValueError as exc:
+        errors.append(f"--shapes: {exc}")
+    return errors
+
+
 def build_record(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmarks ``args`` asks for and return the (unwritten) timing record."""
     import torch
@@ -185,6 +221,7 @@ def build_record(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from bench._args import report_errors
     from bench.store import ResultStore, check_record_name
     from bench.timing.table import deployed_table, layer_ratio_table, model_table
 
@@ -194,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"python -m bench timing --name: {exc}", file=sys.stderr)
             return 2
+    if report_errors("python -m bench timing", _check_args(args)):
+        return 2
     if args.device == "cuda" and not torch.cuda.is_available():
         print(f"python -m bench timing --device cuda: no CUDA device here (torch {torch.__version__}, "
               f"CUDA build: {torch.version.cuda or 'none'}); run with --device cpu instead.", file=sys.stderr)

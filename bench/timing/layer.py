@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -324,14 +323,14 @@ def run_layer_benchmarks(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Time every case; returns one row per case (see the ``timing`` schema in bench.store)."""
-    from tqdm import tqdm
+    from wcc.train._progress import progress_bar  # a bar on a tty, a plain line every few percent in a log
 
     device = torch.device(device)
     timer = dict(timer or {})
     rows: list[dict[str, Any]] = []
     group: CaseGroup | None = None
-    bar = tqdm(cases, desc="layers", unit="case", file=sys.stderr, disable=not progress, dynamic_ncols=True)
-    for case in bar:
+    bar = progress_bar(len(cases), "layers", enabled=progress, unit="case")
+    for case in cases:
         bar.set_postfix_str(case.label, refresh=False)
         row = case.to_row()
         try:
@@ -353,6 +352,8 @@ def run_layer_benchmarks(
         finally:
             fn = None  # noqa: F841 - drop the layer before the next case allocates
         rows.append(row)
+        bar.update(1)
+    bar.close()
     _free(device)
     add_ratios(rows)
     return rows

@@ -326,12 +326,12 @@ def run_model_benchmarks(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Time (and measure the memory of) every case; one row per case."""
-    from tqdm import tqdm
+    from wcc.train._progress import progress_bar  # a bar on a tty, a plain line every few percent in a log
 
     device = torch.device(device)
     rows = []
-    for case in tqdm(cases, desc="models", unit="variant", file=sys.stderr, disable=not progress,
-                     dynamic_ncols=True):
+    bar = progress_bar(len(cases), "models", enabled=progress, unit="variant")
+    for case in cases:
         row = case.to_row()
         row.update(median_s=None, iqr_s=None, n_samples=0, samples=[], number=0, warmup=0, energy=None,
                    peak_mem_bytes=None, train_saved_bytes=None, train_peak_bytes=None,
@@ -368,6 +368,8 @@ def run_model_benchmarks(
         if device.type == "cuda":
             torch.cuda.empty_cache()
         rows.append(row)
+        bar.update(1)
+    bar.close()
     _add_model_ratios(rows)
     return rows
 

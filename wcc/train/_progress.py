@@ -1,4 +1,5 @@
-"""Progress output that suits where stderr goes.
+"""Progress output that suits where stderr goes (the one home of this rule: the training loops, the
+evaluators and ``bench timing``'s layer and model benchmarks all draw with :func:`progress_bar`).
 
 A terminal gets a tqdm bar. A log file or pipe (CI, SLURM, nohup) gets one plain line every few
 percent: tqdm would write a carriage-return update per step, one "line" per update in the log.
@@ -33,14 +34,22 @@ class _LineProgress:
     def set_postfix(self, **values: Any) -> None:
         self.postfix = "".join(f", {k}={v}" for k, v in values.items())
 
+    def set_postfix_str(self, text: str = "", refresh: bool = True) -> None:
+        del refresh  # tqdm's signature; a plain line has nothing to redraw
+        self.postfix = f", {text}" if text else ""
+
     def close(self) -> None:
         pass
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0) -> Any:
-    """A tqdm bar on a terminal, plain lines every 10 % otherwise, or a silent bar when disabled."""
+def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0, unit: str = "it") -> Any:
+    """A tqdm bar on a terminal, plain lines every 10 % otherwise, or a silent bar when disabled.
+
+    The caller drives it with ``update(n)``, ``set_postfix(**values)`` / ``set_postfix_str(text)``
+    and ``close()`` (the subset of tqdm both kinds implement)."""
     from tqdm.auto import tqdm
 
     if enabled and not sys.stderr.isatty():
         return _LineProgress(total, initial, desc)
-    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True,
+                unit=unit, file=sys.stderr)
