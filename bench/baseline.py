@@ -6,18 +6,24 @@ baseline. The layer grid times three dense ops per shape (:data:`DENSE_OPS`); th
 one dense model per input and dtype. :func:`best_dense` picks the baseline for every group, and
 every consumer uses it: the layer and model ratios (:mod:`bench.timing.layer`,
 :mod:`bench.timing.model`) and the report's drift check (:mod:`bench.report.regressions`).
-Further baselines (another runtime's dense conv, say) join by being named in ``dense_ops``.
+The deployed runtimes (ONNX Runtime, ``torch.compile``, OpenVINO, TensorRT) are such further
+baselines: they join by being named in ``dense_ops`` (:data:`BASELINE_OPS`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Hashable, Iterable, TypeVar
+from typing import Any, Callable, Hashable, Iterable, TypeVar
 
-__all__ = ["DENSE_OPS", "best_dense"]
+from bench.rows import RUNTIME_OPS
 
-#: The dense 1x1 conv ops of the layer grid: NCHW conv2d, channels_last conv2d, a batched GEMM.
+__all__ = ["DENSE_OPS", "BASELINE_OPS", "best_dense", "ratio_to"]
+
+#: The eager dense 1x1 conv ops of the layer grid: NCHW conv2d, channels_last conv2d, a batched GEMM.
 DENSE_OPS: tuple[str, ...] = ("dense_nchw", "dense_cl", "matmul")
+#: Every dense baseline of a layer group: the eager ops and the deployed runtimes
+#: (:mod:`bench.timing.runtimes`), every precision; ``ratio_to_best_runtime`` is taken over them.
+BASELINE_OPS: tuple[str, ...] = (*DENSE_OPS, *RUNTIME_OPS)
 
 T = TypeVar("T")
 
@@ -53,3 +59,10 @@ def best_dense(
         if v < best_value.get(g, math.inf):
             best[g], best_value[g] = item, v
     return best
+
+
+def ratio_to(row: dict[str, Any], baseline: dict[str, Any] | None) -> float | None:
+    """``row``'s median over ``baseline``'s (None without a baseline or without a median)."""
+    if baseline is None or row.get("median_s") is None:
+        return None
+    return float(row["median_s"]) / float(baseline["median_s"])

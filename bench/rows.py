@@ -28,17 +28,21 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 __all__ = [
-    "TimedRow", "LayerRow", "ModelRow", "TableRecord", "DTYPES", "LAYER_OPS", "DIRECTIONS", "row_schema",
+    "TimedRow", "LayerRow", "ModelRow", "TableRecord", "DTYPES", "LAYER_OPS", "RUNTIME_OPS", "DIRECTIONS", "row_schema",
     "report_columns", "required_report_fields", "check_one_of", "identity_type", "key_fields", "CONTEXT",
     "LayerKey", "ModelKey", "AccuracyKey", "PytestBenchmarkKey",
 ]
 
 Dtype = Literal["float32", "float16", "bfloat16"]
-LayerOp = Literal["wcc", "dense_nchw", "dense_cl", "matmul", "quantconv"]
 Direction = Literal["fwd", "fwdbwd"]
 DTYPES: tuple[str, ...] = typing.get_args(Dtype)
-LAYER_OPS: tuple[str, ...] = typing.get_args(LayerOp)
 DIRECTIONS: tuple[str, ...] = typing.get_args(Direction)
+#: The deployed dense baselines, by op name (:mod:`bench.timing.runtimes` builds them; the names
+#: live here so the schema needs no torch).
+RUNTIME_OPS: tuple[str, ...] = ("ort_fp32", "ort_int8", "inductor_fp32", "openvino_fp32", "openvino_int8",
+                                "tensorrt_fp16", "tensorrt_int8")
+#: Every op of the layer grid: WCC, the eager dense ops, QuantConv2d and the deployed baselines.
+LAYER_OPS: tuple[str, ...] = ("wcc", "dense_nchw", "dense_cl", "matmul", "quantconv", *RUNTIME_OPS)
 
 
 def _meta(key: bool = False, report: bool = True, required: bool = True, **schema: Any) -> dict[str, Any]:
@@ -71,6 +75,18 @@ class TimedRow:
     ratio_to_dense: float | None = _f(None)
     error: str | None = _f(None)
     energy: dict[str, Any] | None = _f(None, report=False)
+    # Added with the deployed baselines and the floor; optional, so older records still load.
+    ratio_to_best_runtime: float | None = _f(None, required=False)
+    best_runtime_median_s: float | None = _f(None, required=False)
+    runtime: str | None = _f(None, required=False)  # "<package> <version>" that computed the row
+    precision: str | None = _f(None, required=False)  # fp32, fp16, bf16, int8
+    max_rel_err: float | None = _f(None, required=False)  # deployed baselines: against eager float32
+    setup_s: float | None = _f(None, required=False, report=False)  # export, calibration, compilation
+    floor_s: float | None = _f(None, required=False)  # roofline lower bound (bench.timing.floor)
+    floor_bytes: int | None = _f(None, required=False, report=False)
+    floor_macs: int | None = _f(None, required=False, report=False)
+    floor_precision: str | None = _f(None, required=False, report=False)
+    floor_ratio: float | None = _f(None, required=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The row as stored (plain JSON types)."""
@@ -91,7 +107,7 @@ class LayerRow(TimedRow):
                                                      "required": ["batch", "c_in", "c_out", "height", "width"],
                                                      "additionalProperties": {"type": "integer", "minimum": 1}})
     shape_label: str = _f(key=True)
-    op: LayerOp = _f(key=True)
+    op: str = _f(key=True, schema={"enum": list(LAYER_OPS)})
     direction: Direction = _f(key=True)
     dtype: Dtype = _f(key=True)
     backend: str | None = _f(key=True)
@@ -99,6 +115,7 @@ class LayerRow(TimedRow):
     levels: int | None = _f(key=True)
     dense_op: str | None = _f(None)
     dense_median_s: float | None = _f(None, required=False)
+    best_runtime_op: str | None = _f(None, required=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +137,8 @@ class ModelRow(TimedRow):
     train_peak_bytes: int | None = _f(None)
     peak_mem_method: str | None = _f(None, report=False, required=False)
     memory_error: str | None = _f(None, required=False)
+    runtime_op: str | None = _f(None, required=False)  # the deployed baseline of a dense row
+    best_runtime: str | None = _f(None, required=False)  # variant label of the fastest dense row
 
 
 def check_one_of(name: str, value: Any, choices: Any) -> None:

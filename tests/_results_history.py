@@ -112,8 +112,15 @@ def layer_rows(machine: str, full: bool, rng: np.random.Generator, drift: float,
         # Stable per-shape "hardware" factors (same every version), then this run's offsets.
         key_rng = np.random.default_rng(int(hashlib.md5(case.label.encode()).hexdigest()[:8], 16))
         dense = s.macs / m["throughput"] * (2 if case.dtype == "float32" else 1) + m["overhead"]
+        if case.op.startswith(("openvino", "tensorrt")):  # not installed on these machines
+            row.update(median_s=None, iqr_s=None, n_samples=0, samples=[], number=0, warmup=0, energy=None,
+                       error=f"{case.op}: not installed (ModuleNotFoundError)")
+            rows.append(row)
+            continue
         truth = dense * {"dense_nchw": 1.0, "dense_cl": 0.95 + 0.2 * key_rng.random(),
-                         "matmul": 1.0 + 0.1 * key_rng.random(), "quantconv": 2.5, "wcc": 1.0}[case.op]
+                         "matmul": 1.0 + 0.1 * key_rng.random(), "quantconv": 2.5, "wcc": 1.0,
+                         "ort_fp32": 0.8 + 0.2 * key_rng.random(), "ort_int8": 0.35 + 0.2 * key_rng.random(),
+                         "inductor_fp32": 0.9 + 0.2 * key_rng.random()}[case.op]
         if case.op == "wcc":
             a, b = _WCC_FACTOR[case.backend]
             truth *= (a + b * case.keep_ratio) * (1 + 0.05 * case.levels)

@@ -235,6 +235,11 @@ def test_report_is_static_self_contained_and_labelled(reports):
         assert page.count("synthetic data</span>") == 2
         assert "measured: SynthStreets 96x192 (synthetic stand-in, not Cityscapes)" in page
         assert "Environment" in page and "NVIDIA H100 80GB HBM3" in page
+        # Layer speed leads with WCC against the best deployed dense runtime, in plain words.
+        assert "Layer speed: WCC / best deployed dense" in page
+        assert "int8 dense on this machine" in page and "ORT int8 ms" in page and "WCC floor ms" in page
+    index = (out / "index.html").read_text()
+    assert "layer WCC / best dense" in index and "model WCC 25% / best dense" in index
 
 
 def test_rebuild_skips_versions_whose_inputs_did_not_change(reports, history):

@@ -454,19 +454,27 @@ def test_tiny_timing_run_is_schema_valid(tmp_path: Path, capsys: pytest.CaptureF
     from bench.timing.cli import run
 
     args = _args(tmp_path, "--quick", "--name", "tiny", "--backends", "reference,triton",
-                 "--model-resolution", "32x64", "--no-memory")
+                 "--model-resolution", "32x64", "--no-memory", "--runtimes", "ort_fp32,tensorrt_int8")
     assert run(args) == 0
     record = ResultStore(tmp_path).read("timing", "tiny")  # validates
     assert record["environment"]["probes"]["jetson"].startswith("unavailable: ")
+    peaks = record["environment"]["peaks"]
+    assert all(peaks[k] > 0 for k in ("bandwidth_Bps", "fp32_macs_per_s", "int8_macs_per_s"))
     rows = record["layer_rows"]
-    assert {r["op"] for r in rows} == {"dense_nchw", "dense_cl", "matmul", "quantconv", "wcc"}
+    assert {r["op"] for r in rows} == {"dense_nchw", "dense_cl", "matmul", "quantconv", "wcc", "ort_fp32",
+                                       "tensorrt_int8"}
+    assert all(r["floor_s"] > 0 and r["floor_ratio"] > 0 for r in rows if r["median_s"] is not None)
+    assert all(r["ratio_to_best_runtime"] > 0 for r in rows if r["median_s"] is not None)
+    assert "cuda only" in next(r for r in rows if r["op"] == "tensorrt_int8")["error"]
     triton = [r for r in rows if r["backend"] == "triton"]
     if not torch.cuda.is_available():
         assert triton[0]["error"] and triton[0]["median_s"] is None
     models = record["model_rows"]
-    assert [(m["variant"], m["backend"]) for m in models] == [("FP32", None), ("WCC 25%", "reference")]
+    assert [(m["variant"], m["backend"]) for m in models] == [
+        ("FP32", None), ("ONNX Runtime FP32", None), ("TensorRT int8", None), ("WCC 25%", "reference")]
     assert models[0]["ratio_to_dense"] == 1.0 and models[0]["input"] == [1, 3, 32, 64]
-    assert all(m["error"] is None for m in models)
+    assert [m["error"] is None for m in models] == [True, True, False, True]
+    assert models[1]["max_rel_err"] < 1e-4 and all(m["floor_s"] > 0 for m in models)
     out = capsys.readouterr().out
     assert "WCC / dense median time ratios" in out and "wcc k=0.5" in out
 
@@ -507,3 +515,14 @@ def test_stable_probes_drop_volatile_readings() -> None:
             "jetson": "unavailable: not a Jetson"}
     assert probes.stable_probes(full) == {"cpu": {"model": "x"}, "nvml": {"name": "H100"},
                                           "jetson": "unavailable: not a Jetson"}
+
+
+def test_quick_times_the_preferred_backend_only(tmp_path: Path) -> None:
+    from bench.timing.cli import build_record
+    from bench.timing.layer import available_backends
+
+    record = build_record(_args(tmp_path, "--quick", "--no-model", "--no-runtimes", "--no-peaks"))
+    preferred = available_backends("cpu")[0][0]
+    assert {r["backend"] for r in record["layer_rows"] if r["op"] == "wcc"} == {preferred}
+    assert record["environment"]["peaks"].startswith("unavailable: ")
+    assert all(r["floor_s"] is None for r in record["layer_rows"])

@@ -23,13 +23,40 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["haar2d", "ihaar2d", "pad_to_multiple", "padded_size"]
+__all__ = ["check_levels", "haar2d", "ihaar2d", "max_levels", "pad_to_multiple", "padded_size"]
 
 
 def padded_size(size: int, levels: int) -> int:
     """Smallest multiple of ``2**levels`` that is >= ``size``."""
     m = 1 << levels
     return -(-size // m) * m
+
+
+def max_levels(height: int, width: int) -> int:
+    """The most Haar levels an ``height x width`` map supports: ``2**levels <= 8 * max(H, W)``.
+
+    Past the level where one block covers the whole map, every further level only doubles the
+    zero padding on both sides (the padded grid grows 4x per level while the map stays the
+    same), so ``levels=14`` on a 2x2 map would ask for a 16384x16384 grid per channel. Three
+    such levels are allowed: the default ``levels=3`` must keep working on 1x1 maps (DeepLab's
+    image-pooling branch), which pads each side 8x.
+    """
+    return max(1, (8 * max(height, width, 1)).bit_length() - 1)
+
+
+def check_levels(height: int, width: int, levels: int) -> None:
+    """Raise ``ValueError`` unless ``levels`` fits an ``height x width`` input (see :func:`max_levels`).
+
+    Every backend calls this before any work, so an impossible setting fails the same way,
+    with a message saying what to do, whichever backend runs.
+    """
+    top = max_levels(height, width)
+    if levels > top:
+        raise ValueError(
+            f"levels={levels} is too many Haar levels for a {height}x{width} input: at most {top} "
+            f"(2**levels <= 8 * max(H, W)); more levels only add zero padding. Use levels <= {top} "
+            f"for this layer, or feed it a larger feature map"
+        )
 
 
 def pad_to_multiple(x: torch.Tensor, levels: int) -> torch.Tensor:

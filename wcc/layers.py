@@ -135,8 +135,10 @@ class WCCConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, "WCCConv2d")
         _check_dtype(x, self.weight, "WCCConv2d")
-        # Integer codes let the CPU backend run its GEMM in int8 (quantized inference only).
-        codes = self.weight_codes() if x.device.type == "cpu" and (self.config.act_bits or 99) <= 8 else None
+        # Integer codes let the cpu and cuda backends run their GEMM in int8 (quantized inference
+        # only; backends without integer GEMMs ignore them).
+        codes = (self.weight_codes() if x.device.type in ("cpu", "cuda") and (self.config.act_bits or 99) <= 8
+                 else None)
         return wcc_conv(x, self.quantized_weight(), self.bias, self.act_alpha, self.config, codes)
 
     def extra_repr(self) -> str:

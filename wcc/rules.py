@@ -7,7 +7,8 @@ each is written only here:
 * :func:`wcc_incompatibility` - which convolutions WCC replaces
   exactly (pointwise: 1x1, stride 1, groups 1, no padding;
   :func:`wcc.convert.is_wcc_candidate` applies it to modules);
-* :func:`check_input` - what input a WCC or quantized layer (and any backend) accepts.
+* :func:`check_input` - what input a WCC or quantized layer (and any backend) accepts, and
+  :func:`check_op_args` - the arguments of a backend's WCC op.
 
 It imports only :mod:`wcc.config` and :mod:`wcc.haar`, so it sits below both
 :mod:`wcc.layers` and :mod:`wcc.backends` (backends never import layers).
@@ -19,16 +20,19 @@ import torch
 from torch import nn
 
 from wcc.config import WCCConfig
-from wcc.haar import padded_size
+from wcc.haar import check_levels, padded_size
 
-__all__ = ["keep_count", "wcc_incompatibility", "check_input"]
+__all__ = ["keep_count", "wcc_incompatibility", "check_input", "check_op_args"]
 
 
 def keep_count(height: int, width: int, config: WCCConfig) -> int:
     """k = floor(H' * W' * keep_ratio) over the padded size (at least one position).
 
     ``H'``, ``W'`` are ``height``, ``width`` padded to a multiple of ``2**config.levels``.
+    Raises ``ValueError`` when ``config.levels`` does not fit the size
+    (:func:`wcc.haar.check_levels`: ``2**levels <= 8 * max(H, W)``).
     """
+    check_levels(height, width, config.levels)
     hp, wp = padded_size(height, config.levels), padded_size(width, config.levels)
     return max(1, int(hp * wp * config.keep_ratio))
 
@@ -72,3 +76,17 @@ def check_input(x: torch.Tensor, in_channels: int, layer: str) -> None:
         raise TypeError(f"{layer} expects a floating-point input, got {x.dtype}")
     if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
         raise ValueError(f"{layer} got an empty input of shape {tuple(x.shape)}")
+
+
+def check_op_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act_alpha: torch.Tensor,
+                  backend: str) -> None:
+    """The checks every backend's WCC op makes before any work: weight ``(C_out, C_in)``, input
+    ``(N, C_in, H, W)`` (:func:`check_input`), bias ``(C_out,)`` or None, a scalar ``act_alpha``.
+    ``backend`` names the backend in the messages."""
+    if weight.dim() != 2:
+        raise ValueError(f"the {backend} backend expects a (C_out, C_in) weight, got shape {tuple(weight.shape)}")
+    check_input(x, weight.shape[1], f"WCC {backend} backend")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    if act_alpha.numel() != 1:
+        raise ValueError(f"act_alpha must be a scalar, got shape {tuple(act_alpha.shape)}")

@@ -156,6 +156,13 @@ def _accuracy_section(cur: Results, upto_tables: pd.DataFrame, flagged: pd.DataF
     return {"groups": groups, "figures": [f for f in figures if f], "history": [f for f in hist_figs if f]}
 
 
+def _machine_models(cur: Results, machine: str, device: str, dtype: str) -> pd.DataFrame:
+    model = sections.latest_model(cur.model)
+    if not len(model):
+        return model
+    return model[(model["machine"] == machine) & (model["device"] == device) & (model["dtype"] == dtype)]
+
+
 def _timing_section(cur: Results, summaries: tuple[pd.DataFrame, pd.DataFrame], hist: pd.DataFrame, version: str,
                     order: list[str], folder: Path) -> dict[str, Any]:
     img = folder / "img"
@@ -171,6 +178,9 @@ def _timing_section(cur: Results, summaries: tuple[pd.DataFrame, pd.DataFrame], 
                                         "Median time over the best dense op of the same shape (NCHW conv, "
                                         "channels-last conv or matmul); grey: not timed or could not run."),
                       "summary": sections.speed_summary(grp, f"speed{i}"), "errors": sections.error_summary(grp),
+                      "deployed": sections.deployed_table(grp, f"deployed{i}"),
+                      "summary_best": sections.speed_summary(grp, f"speedbest{i}", "ratio_to_best_runtime"),
+                      "verdict": sections.int8_verdict(grp, _machine_models(cur, machine, device, dtype)),
                       "rows": len(grp)})
     model = sections.latest_model(cur.model)
     model_fig = _figure(plots.model_plot(model, cur.machines, img / "model.png"), folder, "Model latency and memory",
@@ -298,7 +308,10 @@ def build_reports(results_paths: str | Path | Iterable[str | Path], out: str | P
     start = time.perf_counter()
     rules = rules or Rules()
     log = log or (lambda _msg: None)
-    results = load_results(results_paths, validate=validate)
+    # Invalid records: an error with --validate, else left out with a warning on the index page.
+    results = load_results(results_paths, skip_invalid=not validate)
+    for problem in results.skipped:
+        log(f"warning: skipped invalid record {problem}")
     if not len(results.records):
         raise LoadError(f"no results records under {results_paths}; run `python -m bench tables` or "
                         f"`python -m bench timing` first")
@@ -346,6 +359,7 @@ def build_reports(results_paths: str | Path | Iterable[str | Path], out: str | P
                            "head": heads[version],
                            "regressed": regressed[version]})
     index = out / "index.html"
-    atomic_write_text(index, jenv.get_template("index.html.j2").render(versions=index_rows, rules=rules.describe()))
+    atomic_write_text(index, jenv.get_template("index.html.j2").render(versions=index_rows, rules=rules.describe(),
+                                                                        invalid=results.skipped))
     pages.append(index)
     return BuildSummary(out, wanted, regressed, time.perf_counter() - start, pages, skipped)

@@ -44,7 +44,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="append", dest="versions", metavar="VERSION",
                         help="build only this version's report (repeatable; the index always lists all)")
     parser.add_argument("--validate", action="store_true",
-                        help="validate every record against its full JSON schema (slow for large timing records)")
+                        help="make an invalid record an error (exit 2); without it, invalid records are skipped "
+                             "with a warning on the index page (every record is validated either way)")
     parser.add_argument("--jobs", type=int, help="worker processes building versions (default: one per CPU)")
     parser.add_argument("--force", action="store_true",
                         help="rebuild every version (default: skip versions whose records, earlier records, rules "
@@ -55,15 +56,39 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      "files that open from disk. Exit status: 0 when built, 2 when the results cannot be read.")
 
 
+def rule_errors(args: argparse.Namespace) -> list[str | None]:
+    """The regression-rule flags' problems (shared with ``compare``)."""
+    try:
+        rules_from(args)
+    except ValueError as exc:
+        return [f"--factor/--alpha/--memory-factor: {exc}"]
+    return []
+
+
+def check_args(args: argparse.Namespace) -> list[str | None]:
+    """Every argument's problem, found before any record is read or any page written."""
+    from bench._args import existing_path, int_at_least, writable_dir
+    from bench.store import check_record_name
+
+    errors = [existing_path("--results", p) for p in args.results]
+    errors += [writable_dir("--out", args.out), int_at_least("--jobs", args.jobs, 1), *rule_errors(args)]
+    for v in args.versions or ():
+        try:  # a version becomes the folder OUT/<version>: no path separators, no '..'
+            check_record_name(v)
+        except ValueError:
+            errors.append(f"--version {v!r}: not a version name (letters, digits and . _ + -, as the index lists "
+                          f"them, e.g. 0.1.0+1a2b3c4d)")
+    return errors
+
+
 def run(args: argparse.Namespace) -> int:
+    from bench._args import report_errors
     from bench.report.build import build_reports
     from bench.report.load import LoadError
 
-    try:
-        rules = rules_from(args)
-    except ValueError as exc:
-        print(f"python -m bench report: {exc}", file=sys.stderr)
+    if report_errors("python -m bench report", check_args(args)):  # before any record is read
         return 2
+    rules = rules_from(args)
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
         summary = build_reports(args.results, args.out, rules=rules, versions=args.versions, validate=args.validate,

@@ -34,7 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("new", metavar="NEW", help="the results to judge, same forms as BASE")
     parser.add_argument("--results", metavar="DIR", help="BASE and NEW are versions inside this results directory")
     parser.add_argument("--brief", action="store_true", help="count the unchanged rows instead of listing them")
-    parser.add_argument("--validate", action="store_true", help="validate records against their full JSON schema")
+    parser.add_argument("--validate", action="store_true",
+                        help="accepted for compatibility: every record is validated against its schema, and an invalid "
+                             "one always exits 2")
     add_rule_options(parser)
     parser.epilog = ("Only measurements of the same machine and configuration are paired. Exit status: 1 when "
                      "anything regressed, 0 otherwise, 2 on bad input or when nothing could be paired.")
@@ -78,6 +80,23 @@ def _sides(args: argparse.Namespace) -> tuple[Any, Any, str, str]:
         raise _BadInput(str(exc)) from None
 
 
+def _check_args(args: argparse.Namespace) -> list[str | None]:
+    """Every argument's problem, found before any record is read."""
+    from bench._args import existing_path
+    from bench.report.cli import rule_errors
+
+    if args.results:
+        errors = [existing_path("--results", args.results)]
+        if not errors[0] and not Path(args.results).is_dir():
+            errors = [f"--results {args.results}: not a folder; give the results folder holding both versions"]
+    else:
+        errors = [None if Path(p).exists() else
+                  f"{name} {p}: no such file or directory" + (" (to compare versions, add --results DIR)"
+                                                               if not Path(p).suffix else "")
+                  for name, p in (("BASE", args.base), ("NEW", args.new))]
+    return errors + rule_errors(args)
+
+
 def _describe(name: str, res: Any) -> str:
     versions = ", ".join(res.version_order) or "none"
     machines = "; ".join(res.machines.get(m, m) for m in sorted(res.machines)) or "none"
@@ -87,12 +106,15 @@ def _describe(name: str, res: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
+    from bench._args import report_errors
     from bench.report.cli import rules_from
     from bench.report.format import COMPARE_HEADERS, GROUP_HEADERS, compare_rows, group_rows, short_machine_names
     from bench.report.regressions import compare, group_summary, measurements, unmatched
 
+    if report_errors("python -m bench compare", _check_args(args)):  # before any record is read
+        return 2
+    rules = rules_from(args)
     try:
-        rules = rules_from(args)
         base, new, base_name, new_name = _sides(args)
     except (ValueError, _BadInput) as exc:
         print(f"python -m bench compare: {exc}", file=sys.stderr)

@@ -133,7 +133,19 @@ def env_card(env: dict[str, Any], energy_source: str | None = None) -> list[tupl
     identity += [("torch CUDA build", _fmt(env.get("torch_cuda"))), ("GPU (torch)", _fmt(env.get("gpu")))]
     probes: dict[str, Any] = env["probes"] if isinstance(env.get("probes"), dict) else {}
     cpu = probes.get("cpu") if isinstance(probes.get("cpu"), dict) else env.get("cpu") or {}
-    sections = [("Software", identity), ("CPU", _pick(cpu, [
+    sections = [("Software", identity)]
+    peaks = env.get("peaks")
+    if isinstance(peaks, dict):  # measured by bench.timing.floor at the start of a timing run
+        def rate(key: str, unit: str, scale: float) -> str:
+            v = peaks.get(key)
+            return f"{v / scale:,.1f} {unit}" if isinstance(v, (int, float)) else _fmt(v)
+        sections.append(("Measured peaks (floor)", [
+            ("memory bandwidth", rate("bandwidth_Bps", "GB/s", 1e9)),
+            ("fp32 GEMM", rate("fp32_macs_per_s", "GMAC/s", 1e9)),
+            ("int8 GEMM", rate("int8_macs_per_s", "GMAC/s", 1e9)),
+            *([("fp16 GEMM", rate("fp16_macs_per_s", "GMAC/s", 1e9))] if "fp16_macs_per_s" in peaks else []),
+            ("method", _fmt(peaks.get("method")))]))
+    sections += [("CPU", _pick(cpu, [
         ("model", "model"), ("machine", "arch"), ("logical_cpus", "logical CPUs"), ("affinity_cpus", "affinity"),
         ("torch_threads", "torch threads"), ("torch_interop_threads", "interop threads"),
         ("parallel_backend", "parallel backend"), ("mkldnn", "oneDNN"), ("governor", "governor"),

@@ -11,18 +11,19 @@ Every record is placed by two facts taken from its ``environment``:
 * **machine** = a stable id from the hostname, the CPU model and the GPU name (what torch saw,
   else the NVML probe's name), e.g. ``"vm-3fa2c1"``, with a readable label.
 
-Validation: the store validates every record when it is written. Re-validating every timing row
-with jsonschema costs about a millisecond per row (minutes for a history of full grids), so by
-default the loader checks strict JSON, the schema id and the fields it reads, and fails with the
-file's name when one is missing; ``validate=True`` runs the full schema as well.
+Validation: every record is validated against its kind's full schema on every read (types
+enforced, non-finite numbers such as ``1e999`` rejected), with one compiled validator per kind.
+An invalid record is a :class:`LoadError` naming its file and field; with ``skip_invalid=True``
+(the report's default) it is left out instead and listed in :attr:`Results.skipped`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -43,6 +44,9 @@ _REQUIRED = {
 # Timing rows: the columns and the fields every row must have come from the typed rows (bench.rows).
 _LAYER_FIELDS = tuple(required_report_fields(LayerRow))
 _MODEL_FIELDS = tuple(required_report_fields(ModelRow))
+
+# Optional report columns (the deployed-runtime baselines and the floor, ...) are the row
+# model's non-required fields: absent (NaN) in records written before they existed.
 
 
 class LoadError(ValueError):
@@ -65,6 +69,7 @@ class Results:
     pbench: pd.DataFrame
     versions: pd.DataFrame
     machines: dict[str, str]
+    skipped: list[str] = field(default_factory=list)  # "<file>: <problem>" of records left out
 
     @property
     def version_order(self) -> list[str]:
@@ -79,7 +84,8 @@ class Results:
 
         recs = sub(self.records)
         return Results(recs, sub(self.tables), sub(self.layer), sub(self.model), sub(self.pbench),
-                       sub(self.versions), {m: self.machines[m] for m in recs["machine"].unique()})
+                       sub(self.versions), {m: self.machines[m] for m in recs["machine"].unique()},
+                       list(self.skipped))
 
 
 # ----------------------------------------------------------------------------- identity
@@ -133,9 +139,17 @@ def _strict_constant(name: str) -> float:
     raise ValueError(f"non-finite number {name} (results are strict JSON)")
 
 
-def _read(path: Path, validate: bool) -> tuple[str, dict[str, Any]]:
+def _strict_float(text: str) -> float:
+    # 1e999 is valid JSON syntax but overflows to inf: as non-finite as "Infinity".
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is not finite as a float (results are strict JSON)")
+    return value
+
+
+def _read(path: Path) -> tuple[str, dict[str, Any]]:
     try:
-        rec = json.loads(path.read_text(encoding="utf-8"), parse_constant=_strict_constant)
+        rec = json.loads(path.read_text(encoding="utf-8"), parse_constant=_strict_constant, parse_float=_strict_float)
     except (OSError, ValueError) as exc:
         raise LoadError(f"{path}: not a readable JSON record ({exc})") from None
     m = _SCHEMA_RE.match(str(rec.get("schema", ""))) if isinstance(rec, dict) else None
@@ -146,14 +160,13 @@ def _read(path: Path, validate: bool) -> tuple[str, dict[str, Any]]:
     missing = [f for f in _REQUIRED[kind] if f not in rec]
     if missing:
         raise LoadError(f"{path}: {kind} record lacks {missing}")
-    if validate:
-        from bench.store import SchemaError
-        from bench.store import validate as full_validate
+    from bench.store import SchemaError
+    from bench.store import validate as full_validate
 
-        try:
-            full_validate(kind, rec)
-        except SchemaError as exc:
-            raise LoadError(f"{path}: {exc}") from None
+    try:
+        full_validate(kind, rec, parsed_strictly=True)  # json.loads above rejected every non-finite number
+    except SchemaError as exc:
+        raise LoadError(f"{path}: {exc}") from None
     return kind, rec
 
 
@@ -252,44 +265,74 @@ def _frame(parts: list[pd.DataFrame], kind: str) -> pd.DataFrame:
     return df
 
 
-def load_results(paths: str | Path | Iterable[str | Path], validate: bool = False) -> Results:
+def _record_frames(path: Path, kind: str, rec: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, pd.DataFrame]]]:
+    """One validated record's row of ``Results.records`` and its frames; any field the schema
+    lets through but the readers cannot use is a LoadError naming the file, not a traceback."""
+    try:
+        env = rec["environment"] if isinstance(rec["environment"], dict) else {}
+        if kind == "pytest-benchmark" and "probes" not in env:  # the probes also live in machine_info
+            env = {**env, "probes": (rec.get("machine_info") or {}).get("wcc_probes")}
+        machine, label = machine_of(env)
+        base = {"version": version_of(env), "machine": machine, "record": path.stem,
+                "created": rec["created"], "threads": _threads(env)}
+        row = {**base, "path": str(path), "kind": kind, "commit": env.get("commit"),
+               "dirty": env.get("dirty"), "package_version": (env.get("packages") or {}).get("wcc-bench"),
+               "environment": env, "energy_source": rec.get("energy_source"),
+               "device": rec.get("device"), "_label": label}
+        if kind == "tables":
+            frames = [("tables", pd.DataFrame(_table_rows(base, rec)))]
+        elif kind == "timing":
+            frames = [("layer", _layer_rows(base, rec, path)), ("model", _model_rows(base, rec, path))]
+        else:
+            frames = [("pbench", _pbench_rows(base, rec, path))]
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        if isinstance(exc, LoadError):
+            raise
+        raise LoadError(f"{path}: unusable {kind} record ({type(exc).__name__}: {exc})") from None
+    return row, frames
+
+
+def load_results(paths: str | Path | Iterable[str | Path], validate: bool = True,
+                 skip_invalid: bool = False) -> Results:
     """Read every record under ``paths`` into :class:`Results`.
 
-    Raises :class:`LoadError` (naming the file) for a missing path, a file that is not a
-    results-store record, or a record without the fields the reports read.
+    Every record is validated against its schema (``validate`` is kept for callers; it no
+    longer turns anything off). Raises :class:`LoadError` (naming the file and field) for a
+    missing path, a file that is not a valid results-store record, or one the readers cannot
+    use; with ``skip_invalid`` such a record is left out and listed in ``Results.skipped``.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     files = [f for p in paths for f in record_files(p)]
     records, machines = [], {}
     rows: dict[str, list[pd.DataFrame]] = {"tables": [], "layer": [], "model": [], "pbench": []}
+    skipped: list[str] = []
     for path in files:
-        kind, rec = _read(path, validate)
-        env = rec["environment"] if isinstance(rec["environment"], dict) else {}
-        if kind == "pytest-benchmark" and "probes" not in env:  # the probes also live in machine_info
-            env = {**env, "probes": (rec.get("machine_info") or {}).get("wcc_probes")}
-        machine, label = machine_of(env)
-        machines[machine] = label
-        base = {"version": version_of(env), "machine": machine, "record": path.stem,
-                "created": rec["created"], "threads": _threads(env)}
-        records.append({**base, "path": str(path), "kind": kind, "commit": env.get("commit"),
-                        "dirty": env.get("dirty"), "package_version": (env.get("packages") or {}).get("wcc-bench"),
-                        "environment": env, "energy_source": rec.get("energy_source"),
-                        "device": rec.get("device")})
-        if kind == "tables":
-            rows["tables"].append(pd.DataFrame(_table_rows(base, rec)))
-        elif kind == "timing":
-            rows["layer"].append(_layer_rows(base, rec, path))
-            rows["model"].append(_model_rows(base, rec, path))
-        else:
-            rows["pbench"].append(_pbench_rows(base, rec, path))
+        try:
+            kind, rec = _read(path)
+        except LoadError as exc:
+            if not skip_invalid:
+                raise
+            skipped.append(str(exc))
+            continue
+        try:
+            record_row, frames = _record_frames(path, kind, rec)
+        except LoadError as exc:
+            if not skip_invalid:
+                raise
+            skipped.append(str(exc))
+            continue
+        machines[record_row["machine"]] = record_row.pop("_label")
+        records.append(record_row)
+        for key, frame in frames:
+            rows[key].append(frame)
     rec_cols = _BASE + ["path", "kind", "commit", "dirty", "package_version", "environment", "energy_source", "device"]
     rec_df = pd.DataFrame(records, columns=rec_cols)
     if len(rec_df):
         rec_df["created"] = pd.to_datetime(rec_df["created"], utc=True)
     versions = _versions(rec_df)
     return Results(rec_df, _frame(rows["tables"], "tables"), _frame(rows["layer"], "layer"),
-                   _frame(rows["model"], "model"), _frame(rows["pbench"], "pbench"), versions, machines)
+                   _frame(rows["model"], "model"), _frame(rows["pbench"], "pbench"), versions, machines, skipped)
 
 
 def _versions(rec: pd.DataFrame) -> pd.DataFrame:

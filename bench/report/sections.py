@@ -140,16 +140,105 @@ def model_history(model: pd.DataFrame) -> pd.DataFrame:
     return _dedupe(ok, ["version", *_MODEL_KEY]) if len(ok) else ok
 
 
-def speed_summary(layer: pd.DataFrame, uid: str) -> str:
+def best_ratio_column(frame: pd.DataFrame) -> str:
+    """``ratio_to_best_runtime`` (over every dense baseline, deployed runtimes included) where
+    the rows have it, else ``ratio_to_dense`` (records from before the runtime baselines)."""
+    if "ratio_to_best_runtime" in frame and frame["ratio_to_best_runtime"].notna().any():
+        return "ratio_to_best_runtime"
+    return "ratio_to_dense"
+
+
+_RUNTIME_NAMES = {"dense_nchw": "eager NCHW", "dense_cl": "eager channels-last", "matmul": "eager matmul",
+                  "ort_fp32": "ORT FP32", "ort_int8": "ORT int8", "inductor_fp32": "torch.compile",
+                  "openvino_fp32": "OpenVINO FP32", "openvino_int8": "OpenVINO int8", "tensorrt_fp16": "TensorRT FP16",
+                  "tensorrt_int8": "TensorRT int8"}
+_INT8_BASELINES = ("ort_int8", "openvino_int8", "tensorrt_int8")
+
+
+def deployed_table(layer: pd.DataFrame, uid: str) -> str:
+    """Per forward shape: WCC k=0.25 (best backend, deepest J), every dense baseline that ran
+    (eager and deployed runtimes) in ms, WCC / fastest baseline, and the floors of the WCC row and
+    of the fastest baseline. One machine, device and dtype; "" without runtime rows."""
+    fwd = layer[(layer["direction"] == "fwd") & layer["error"].isna() & layer["median_s"].notna()]
+    deployed = [op for op in _RUNTIME_NAMES if op not in ("dense_nchw", "dense_cl", "matmul")]
+    if "floor_s" not in fwd or not fwd["op"].isin(deployed).any():
+        return ""
+    rows = []
+    for (shape_set, shape), grp in fwd.groupby(["shape_set", "shape_label"], sort=False):
+        wcc = grp[(grp["op"] == "wcc") & (grp["keep_ratio"] == 0.25)]
+        if len(wcc):
+            wcc = wcc[wcc["levels"] == wcc["levels"].max()]
+        line: dict[str, Any] = {"shape set": short_set(shape_set), "shape": shape}
+        best_wcc = wcc.loc[wcc["median_s"].astype(float).idxmin()] if len(wcc) else None
+        line["WCC 25% ms"] = best_wcc["median_s"] * 1e3 if best_wcc is not None else np.nan
+        line["WCC floor ms"] = best_wcc["floor_s"] * 1e3 if best_wcc is not None else np.nan
+        base = grp[grp["op"].isin(list(_RUNTIME_NAMES))]
+        for op, name in _RUNTIME_NAMES.items():
+            hit = base[base["op"] == op]
+            if len(hit):
+                line[f"{name} ms"] = float(hit["median_s"].iloc[0]) * 1e3
+        fastest = base.loc[base["median_s"].astype(float).idxmin()] if len(base) else None
+        line["best dense"] = _RUNTIME_NAMES.get(fastest["op"], fastest["op"]) if fastest is not None else "-"
+        line["dense floor ms"] = fastest["floor_s"] * 1e3 if fastest is not None else np.nan
+        line["WCC / best dense"] = (line["WCC 25% ms"] / (fastest["median_s"] * 1e3)
+                                    if fastest is not None else np.nan)
+        rows.append(line)
+    df = pd.DataFrame(rows)
+    num_cols = [c for c in df.columns if c not in ("shape set", "shape", "best dense")]
+    first = ["shape set", "shape", "WCC / best dense", "best dense", "WCC 25% ms", "WCC floor ms", "dense floor ms"]
+    df = df[[*first, *[c for c in df.columns if c not in first]]]
+    return _html(df, uid, ["shape set", "shape", "best dense"],
+                 {c: ("{:.2f}" if c == "WCC / best dense" else "{:,.4g}") for c in num_cols})
+
+
+def int8_verdict(layer: pd.DataFrame, model: pd.DataFrame | None = None) -> str:
+    """One plain sentence: is WCC (keep 0.25, best backend, deepest J) faster than int8 dense
+    (the deployed int8 runtimes) on this machine, per layer shape and for the model."""
+    parts = []
+    fwd = layer[(layer["direction"] == "fwd") & layer["error"].isna() & layer["median_s"].notna()]
+    int8 = fwd[fwd["op"].isin(_INT8_BASELINES)]
+    if len(int8):
+        wins, total, ratios = 0, 0, []
+        for _, grp in fwd.groupby(["shape_set", "shape_label"], sort=False):
+            w = grp[(grp["op"] == "wcc") & (grp["keep_ratio"] == 0.25)]
+            d = grp[grp["op"].isin(_INT8_BASELINES)]
+            if len(w) and len(d):
+                w = w[w["levels"] == w["levels"].max()]
+                r = float(w["median_s"].min()) / float(d["median_s"].min())
+                ratios.append(r)
+                total += 1
+                wins += r < 1
+        if total:
+            verdict = ("faster than" if wins == total else "slower than" if wins == 0
+                       else "not consistently faster than")
+            parts.append(f"Per layer, WCC 25% is {verdict} int8 dense on this machine: faster on {wins} of {total} "
+                         f"shapes (WCC / fastest int8 runtime: {', '.join(f'{r:.2f}' for r in ratios)}).")
+    else:
+        parts.append("No int8 dense runtime ran on this machine, so WCC is not compared with int8 dense here.")
+    if model is not None and len(model) and "runtime_op" in model:
+        ok = model[model["error"].isna() & model["median_s"].notna()]
+        w = ok[ok["variant"] == "WCC 25%"]
+        d = ok[ok["runtime_op"].isin(_INT8_BASELINES)]
+        if len(w) and len(d):
+            r = float(w["median_s"].min()) / float(d["median_s"].min())
+            parts.append(f"End to end, WCC 25% is {'faster' if r < 1 else 'slower'} than the int8 dense model "
+                         f"({r:.2f}x its latency).")
+    return " ".join(parts)
+
+
+def speed_summary(layer: pd.DataFrame, uid: str, ratio: str = "ratio_to_dense") -> str:
     """Geometric-mean WCC / dense ratio per shape set and direction (rows) and backend x keep
-    ratio (columns) at the deepest J; one machine, device and dtype."""
-    wcc = layer[(layer["op"] == "wcc") & layer["error"].isna() & layer["ratio_to_dense"].notna()]
+    ratio (columns) at the deepest J; one machine, device and dtype. ``ratio``: the column
+    (``ratio_to_dense``: best eager op; ``ratio_to_best_runtime``: best dense baseline)."""
+    if ratio not in layer:
+        return ""
+    wcc = layer[(layer["op"] == "wcc") & layer["error"].isna() & layer[ratio].notna()]
     if not len(wcc):
         return ""
     wcc = wcc[wcc["levels"] == wcc["levels"].max()]
     t = (wcc.assign(shape_set=wcc["shape_set"].map(short_set),
                     op=wcc["backend"] + " k=" + wcc["keep_ratio"].map(lambda k: f"{k:g}"))
-         .groupby(["shape_set", "direction", "op"])["ratio_to_dense"].apply(geomean).unstack("op"))
+         .groupby(["shape_set", "direction", "op"])[ratio].apply(geomean).unstack("op"))
     t.columns.name = None
     t = t.reset_index().rename(columns={"shape_set": "shape set"})
     return _html(t, uid, ["shape set", "direction"], {c: "{:.2f}" for c in t.columns[2:]})
@@ -173,7 +262,10 @@ def model_table(model: pd.DataFrame, machines: dict[str, str], uid: str = "model
         "dtype": model["dtype"], "device": model["device"], "variant": model["variant"],
         "backend": model["backend"].fillna("-"),
         "median ms": model["median_s"].astype(float) * 1e3, "IQR ms": model["iqr_s"].astype(float) * 1e3,
-        "x dense": model["ratio_to_dense"].astype(float),
+        "x best dense": _col(model, "ratio_to_best_runtime"),
+        "floor ms": _col(model, "floor_s") * 1e3,
+        "x dense (eager)": model["ratio_to_dense"].astype(float),
+        "precision": model["precision"].fillna("-") if "precision" in model else "-",
         "peak MiB": [mib(v).replace(" MiB", "") for v in model["peak_mem_bytes"]],
         "train saved MiB": [mib(v).replace(" MiB", "") for v in model["train_saved_bytes"]],
         "train peak MiB": [mib(v).replace(" MiB", "") for v in model["train_peak_bytes"]],
@@ -183,7 +275,15 @@ def model_table(model: pd.DataFrame, machines: dict[str, str], uid: str = "model
     if not any(df["error"]):
         df = df.drop(columns="error")
     text = [c for c in ("machine", "model", "input", "dtype", "device", "variant", "backend", "error") if c in df]
-    return _html(df, uid, text, {"median ms": "{:,.4g}", "IQR ms": "{:,.4g}", "x dense": "{:.2f}"})
+    if df["x best dense"].isna().all():  # records from before the runtime baselines
+        df = df.drop(columns=["x best dense", "floor ms"])
+    text = [*text, "precision"]
+    return _html(df, uid, text, {"median ms": "{:,.4g}", "IQR ms": "{:,.4g}", "x best dense": "{:.2f}",
+                                 "floor ms": "{:,.4g}", "x dense (eager)": "{:.2f}"})
+
+
+def _col(frame: pd.DataFrame, name: str) -> pd.Series:
+    return frame[name].astype(float) if name in frame else pd.Series(np.nan, index=frame.index)
 
 
 def pbench_table(pbench: pd.DataFrame, machines: dict[str, str]) -> str:
@@ -211,7 +311,8 @@ def headline(tables: pd.DataFrame, layer: pd.DataFrame, model: pd.DataFrame,
     t = latest_tables(tables)
     for table in ("cityscapes", "kitti"):
         metric, label = HEADLINE_METRIC[table]
-        rows = t[(t["table"] == table) & (t["shrinkage"] == "25%")].sort_values("created")
+        # Smoke runs exercise the pipeline; their numbers mean nothing, so they never headline.
+        rows = t[(t["table"] == table) & (t["shrinkage"] == "25%") & (t["profile"] != "smoke")].sort_values("created")
         if len(rows):
             r = rows.iloc[-1]
             value = r["metrics"].get(metric)
@@ -222,16 +323,20 @@ def headline(tables: pd.DataFrame, layer: pd.DataFrame, model: pd.DataFrame,
     wcc = lay[(lay["op"] == "wcc") & lay["error"].isna() & (lay["keep_ratio"] == 0.25) & (lay["direction"] == "fwd")]
     for machine, grp in wcc.groupby("machine", sort=True):
         grp = grp[grp["levels"] == grp["levels"].max()]
-        per_backend = grp.groupby(["backend", "device", "dtype"])["ratio_to_dense"].apply(geomean)
+        col = best_ratio_column(grp)
+        per_backend = grp.groupby(["backend", "device", "dtype"])[col].apply(geomean)
         if len(per_backend) and not math.isnan(per_backend.min()):
             (backend, device, dtype), best = per_backend.idxmin(), per_backend.min()
-            speed.append((machines.get(machine, machine), f"x{best:.2f} [{backend}] {device} {dtype}"))
+            note = "" if col == "ratio_to_best_runtime" else " (eager dense only)"
+            speed.append((machines.get(machine, machine), f"x{best:.2f} [{backend}] {device} {dtype}{note}"))
     out["layer"] = speed
     mod = latest_model(model)
     wm = mod[(mod["variant"] == "WCC 25%") & mod["error"].isna() & mod["ratio_to_dense"].notna()]
     out["model"] = []
     for m, g in wm.groupby("machine", sort=True):
-        best = g.loc[g["ratio_to_dense"].astype(float).idxmin()]
-        out["model"].append((machines.get(m, m), f"x{best['ratio_to_dense']:.2f} [{best['backend']}] "
-                                                  f"{best['device']} {best['dtype']}"))
+        col = best_ratio_column(g)
+        best = g.loc[g[col].astype(float).idxmin()]
+        note = f" vs {best['best_runtime']}" if col == "ratio_to_best_runtime" else " (eager dense only)"
+        out["model"].append((machines.get(m, m), f"x{best[col]:.2f} [{best['backend']}] "
+                                                  f"{best['device']} {best['dtype']}{note}"))
     return out

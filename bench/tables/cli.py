@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -29,7 +30,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partition", default=None, help="SLURM partition (with --executor slurm)")
     p.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per SLURM job (default: %(default)s)")
     p.add_argument("--timeout-min", type=int, default=24 * 60, help="SLURM time limit per row, minutes")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (rows, stages, parents) and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (rows, stages, parents), run the same argument and data checks as a real "
+                        "run (every sample decoded), and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -41,6 +44,31 @@ def _device(name: str) -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__})")
     return name
+
+
+def _path_and_device_errors(args: argparse.Namespace) -> list[str]:
+    """--out, --results, --data-root and --device, checked before any data is generated or read."""
+    import torch
+
+    from bench._args import writable_dir
+
+    errors = [writable_dir("--out", args.out), writable_dir("--results", args.results)]
+    if args.data_root is not None and not os.path.isdir(args.data_root):
+        errors.append(f"--data-root {args.data_root}: does not exist (no such folder); give the folder holding the "
+                      f"datasets (or leave it out to generate SynthStreets)")
+    if args.device != "auto":
+        try:
+            dev = torch.device(args.device)
+        except RuntimeError:
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda"):
+            errors.append(f"--device {args.device}: not a device; use auto, cpu, cuda or cuda:N")
+        elif dev.type == "cuda" and not torch.cuda.is_available():
+            errors.append(f"--device {args.device}: CUDA is not available on this machine (torch {torch.__version__}); "
+                          f"use --device cpu")
+        elif dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            errors.append(f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return [e for e in errors if e]
 
 
 def _plan(tables: list[str], profile_name: str) -> str:
@@ -72,17 +100,39 @@ def run(args: argparse.Namespace) -> int:
     if bad or not tables:
         print(f"error: --tables: unknown table(s) {bad}; choose from {sorted(SWEEPS)}", file=sys.stderr)
         return 2
+    # Every argument is checked here, before data is generated or decoded and before any training.
+    arg_errors = []
+    if args.executor == "slurm" and not args.partition:
+        arg_errors.append("--executor slurm needs --partition NAME")
+    if args.gpus_per_job < 0:
+        arg_errors.append(f"--gpus-per-job must be >= 0, got {args.gpus_per_job}")
+    if args.timeout_min < 1:
+        arg_errors.append(f"--timeout-min must be >= 1, got {args.timeout_min}")
+    arg_errors += _path_and_device_errors(args)
+    if arg_errors:
+        for msg in arg_errors:
+            print(f"error: {msg}", file=sys.stderr)
+        return 2
+    device = _device(args.device)
     if args.dry_run:
+        from bench.tables.run import DataError, check_run_data
+
         print(_plan(tables, args.profile))
+        try:  # the same argument and data checks as a real run, without training or generating anything
+            print(check_run_data(args.profile, args.out, args.data_root, tables))
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
 
-    from bench.tables.executors import LocalExecutor, SubmititExecutor
-    from bench.tables.run import DataError, format_table, jobs_for, prepare_run, write_csvs
+    from bench.store import StoreConflictError
+    from bench.tables.executors import JobLostError, LocalExecutor, SubmititExecutor
+    from bench.tables.run import CorruptRecordError, DataError, format_table, jobs_for, prepare_run, write_csvs
 
     t0 = time.perf_counter()
     try:
-        spec = prepare_run(args.profile, args.out, args.results, args.data_root, _device(args.device),
-                           progress=not args.no_progress)
+        spec = prepare_run(args.profile, args.out, args.results, args.data_root, device,
+                           progress=not args.no_progress, tables=tables)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -97,7 +147,11 @@ def run(args: argparse.Namespace) -> int:
                                     cluster="slurm" if args.executor == "slurm" else "local",
                                     partition=args.partition, gpus_per_job=args.gpus_per_job,
                                     timeout_min=args.timeout_min)
-    records = executor.run(jobs)
+    try:
+        records = executor.run(jobs)
+    except (CorruptRecordError, StoreConflictError, JobLostError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     paths = write_csvs(args.out, records)
     for t in tables:
         print(format_table(t, [r for r in records if r["table"] == t]))

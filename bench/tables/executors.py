@@ -8,15 +8,40 @@ tests, and handy on a workstation) there are no dependencies, so rows are submit
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from bench.tables.run import RowJob, run_row
 
-__all__ = ["LocalExecutor", "SubmititExecutor"]
+__all__ = ["LocalExecutor", "SubmititExecutor", "JobLostError"]
 
 Report = Callable[[str], None]
+
+
+class JobLostError(RuntimeError):
+    """A SLURM job ended (cancelled, failed, timed out, node lost) without leaving a result."""
+
+
+# squeue states after which no result will come; a job also leaves squeue altogether after
+# the controller's MinJobAge.
+_ENDED = {"CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY",
+          "COMPLETED", "REVOKED", "SPECIAL_EXIT"}
+
+
+def _squeue_state(job_id: str) -> str | None:
+    """The job's state as squeue reports it; "GONE" once the controller forgot it; None when
+    squeue itself could not answer (keep waiting: the controller may be restarting)."""
+    try:
+        res = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True,
+                             timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if res.returncode != 0:
+        return "GONE" if "Invalid job id" in res.stderr else None
+    return res.stdout.strip().split("\n")[0].strip() or "GONE"
 
 
 def _say(msg: str) -> None:
@@ -75,6 +100,28 @@ class SubmititExecutor:
             self.executor.update_parameters(**self.params)
         return self.executor.submit(run_row, job)
 
+    def _wait(self, sj: Any, job: RowJob, poll_s: float = 2.0, grace_s: float = 30.0) -> dict[str, Any]:
+        """The row's record once its SLURM job is done.
+
+        submitit learns a job's fate from ``sacct``; on a cluster without accounting storage
+        that never answers, and a cancelled job would be waited for forever. So the queue is
+        watched too: a job that left it (or ended) without a result, after a grace period for
+        the result file to appear on a shared disk, is a :class:`JobLostError`.
+        """
+        ended_at = None
+        while not sj.done():
+            state = _squeue_state(sj.job_id)
+            if state in _ENDED or state == "GONE":
+                ended_at = ended_at or time.monotonic()
+                if time.monotonic() - ended_at > grace_s:
+                    raise JobLostError(
+                        f"{job.label}: SLURM job {sj.job_id} ended ({state}) without a result (cancelled, failed "
+                        f"or timed out; its log: {sj.paths.stderr}). Rerun the same command to resume: finished "
+                        f"rows are reused, unfinished ones continue from their last checkpoint"
+                    )
+            time.sleep(poll_s)
+        return sj.result()
+
     def run(self, jobs: list[RowJob]) -> list[dict[str, Any]]:
         by_key = {(j.table, j.row_id): j for j in jobs}
         submitted: dict[tuple[str, str], Any] = {}
@@ -83,7 +130,7 @@ class SubmititExecutor:
                 parent = submitted.get((job.table, job.parent)) if job.parent else None
                 submitted[(job.table, job.row_id)] = self._submit(job, parent)
                 self.report(f"submitted {job.label}: job {submitted[(job.table, job.row_id)].job_id}")
-            return [submitted[k].result() for k in by_key]
+            return [self._wait(submitted[k], by_key[k]) for k in by_key]
         # No dependencies on the local cluster: submit each wave of ready rows, wait, repeat.
         done: dict[tuple[str, str], dict[str, Any]] = {}
         pending = list(jobs)

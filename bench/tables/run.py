@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import math
+import secrets
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.rows import TableRecord
-from bench.store import ResultStore, atomic_write_text
+from bench.store import ResultStore, SchemaError, atomic_write_text
 from bench.tables.paper import TABLE_METRICS, paper_row
 from bench.tables.profiles import Profile, get_profile
 from bench.tables.sweeps import SWEEPS, SweepRow, TableSweep
 
 __all__ = ["RowJob", "RunSpec", "prepare_run", "run_row", "row_bops", "write_csvs", "format_table",
-           "CSV_COLUMNS", "DataError", "jobs_for", "data_source"]
+           "CSV_COLUMNS", "CorruptRecordError", "DataError", "check_run_data", "preflight", "jobs_for", "data_source"]
 
 CSV_COLUMNS = {
     "cityscapes": ["precision", "shrinkage", "bops_paper", "bops", "miou_paper", "miou", "data"],
@@ -39,6 +40,10 @@ CSV_COLUMNS = {
 
 class DataError(ValueError):
     """The data for a run is missing or malformed; raised before any training starts."""
+
+
+class CorruptRecordError(ValueError):
+    """A finished row's record cannot be read back on resume; the message says how to set it aside."""
 
 
 @dataclass(frozen=True)
@@ -132,15 +137,7 @@ def _datasets(profile: Profile, table: str, spec: RunSpec):
     return train, val, tf, (lambda model: evaluate(model))
 
 
-def prepare_run(profile_name: str, out: str | Path, results: str | Path, data_root: str | Path | None,
-                device: str, progress: bool = True) -> RunSpec:
-    """Resolve the run (reusing ``out/run.json`` when resuming), get the data ready and check it.
-
-    Synthetic profiles generate SynthStreets on first use; real profiles validate
-    ``data_root`` by opening every dataset, so a bad root fails here, before any training.
-    """
-    profile = get_profile(profile_name)
-    out = Path(out)
+def _check_data_args(profile: Profile, profile_name: str, data_root: str | Path | None) -> None:
     if profile.data == "real":
         if data_root is None:
             raise DataError(f"profile {profile_name!r} trains on real data: pass --data-root PATH holding "
@@ -150,6 +147,58 @@ def prepare_run(profile_name: str, out: str | Path, results: str | Path, data_ro
     elif data_root is not None:
         raise DataError(f"profile {profile_name!r} uses generated SynthStreets; --data-root is only for "
                         f"the 'paper' profile")
+
+
+def preflight(profile: Profile, spec: RunSpec, tables: list[str]) -> None:
+    """Open every dataset of ``tables`` and decode every sample of every split they use.
+
+    Raises :class:`DataError` listing the files and their problems (nothing is trained).
+    """
+    from bench.preflight import CACHE_NAME, check_samples
+
+    named = []
+    for table in tables:
+        try:
+            train, val, _, _ = _datasets(profile, table, spec)
+        except (FileNotFoundError, ValueError, ImportError) as exc:
+            raise DataError(f"{table} data under {_data_roots(profile, spec)[table]} is not usable: {exc}") from exc
+        named += [(f"{table}/train", train), (f"{table}/eval", val)]
+    problems = check_samples(named, cache=Path(spec.out) / CACHE_NAME)
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise DataError(f"{len(problems)} damaged or invalid data file(s); nothing was trained. Fix or remove "
+                        f"them and rerun:\n  {shown}{more}")
+
+
+def check_run_data(profile_name: str, out: str | Path, data_root: str | Path | None,
+                   tables: list[str]) -> str:
+    """What ``--dry-run`` checks: the arguments and, where the data exists, every sample.
+
+    Returns a line saying what was checked; raises :class:`DataError` on a problem. Nothing is
+    generated or written except the pre-flight cache.
+    """
+    profile = get_profile(profile_name)
+    _check_data_args(profile, profile_name, data_root)
+    spec = RunSpec(profile_name, str(out), "", str(data_root) if data_root else None, "cpu", "dry-run", False)
+    if profile.data == "synthetic" and not _synth_root(spec.out).is_dir():
+        return f"data: SynthStreets will be generated under {_synth_root(spec.out)} on the first run"
+    preflight(profile, spec, tables)
+    return f"data: every sample of {', '.join(tables)} decoded and checked"
+
+
+def prepare_run(profile_name: str, out: str | Path, results: str | Path, data_root: str | Path | None,
+                device: str, progress: bool = True, tables: list[str] | None = None) -> RunSpec:
+    """Resolve the run (reusing ``out/run.json`` when resuming), get the data ready and check it.
+
+    Synthetic profiles generate SynthStreets on first use. Then every image and label of every
+    split the run's ``tables`` (default: all) use is decoded and checked (:func:`preflight`),
+    so a bad root or a damaged file fails here, before any training.
+    """
+    profile = get_profile(profile_name)
+    out = Path(out)
+    tables = list(tables or SWEEPS)
+    _check_data_args(profile, profile_name, data_root)
     run_file = out / "run.json"
     identity = {"profile": profile_name, "data_root": str(data_root) if data_root else None}
     if run_file.is_file():
@@ -163,7 +212,11 @@ def prepare_run(profile_name: str, out: str | Path, results: str | Path, data_ro
 
         commit, dirty = git_state()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        run_id = f"{profile_name}-{stamp}-{(commit or 'nogit')[:8]}{'-dirty' if dirty else ''}"
+        # The random tail keeps ids unique for runs started in the same second (on this host or
+        # another one writing to the same --results); the stamp alone let two runs overwrite
+        # each other's records.
+        run_id = (f"{profile_name}-{stamp}-{(commit or 'nogit')[:8]}{'-dirty' if dirty else ''}"
+                  f"-{secrets.token_hex(4)}")
     spec = RunSpec(profile_name, str(out), str(results), str(data_root) if data_root else None, device, run_id,
                    progress)
     if profile.data == "synthetic":
@@ -171,11 +224,7 @@ def prepare_run(profile_name: str, out: str | Path, results: str | Path, data_ro
 
         ensure_synthstreets(_synth_root(spec.out), num=profile.synth_num, size=profile.synth_size,
                             val_fraction=profile.synth_val_fraction, progress=progress)
-    for table in SWEEPS:
-        try:
-            _datasets(profile, table, spec)
-        except (FileNotFoundError, ValueError) as exc:
-            raise DataError(f"{table} data under {_data_roots(profile, spec)[table]} is not usable: {exc}") from exc
+    preflight(profile, spec, tables)
     atomic_write_text(run_file, json.dumps({**identity, "run_id": run_id, "out": str(out)}, indent=2) + "\n")
     return spec
 
@@ -223,8 +272,17 @@ def run_row(job: RowJob) -> dict[str, Any]:
     spec = job.spec
     store = ResultStore(spec.results)
     if store.exists("tables", job.record_name):
+        path = store.path("tables", job.record_name)
+        try:
+            rec = store.read("tables", job.record_name)
+        except SchemaError as exc:
+            raise CorruptRecordError(
+                f"cannot resume {job.label}: its record is corrupt: {exc}. Set it aside with "
+                f"`mv {path} {path}.corrupt` (a name not ending in .json) and rerun the same command: "
+                f"the row is then recomputed from its checkpoints"
+            ) from None
         print(f"{job.label}: finished earlier, reusing record {job.record_name}", file=sys.stderr, flush=True)
-        return store.read("tables", job.record_name)
+        return rec
     profile = get_profile(spec.profile)
     sweep = SWEEPS[job.table]
     row = sweep.row(job.row_id)

@@ -6,6 +6,9 @@
 * :mod:`bench.timing.shapes` - named shape sets (derived from the models, plus extras).
 * :mod:`bench.timing.layer` - WCC per backend vs the best dense 1x1 conv vs QuantConv2d.
 * :mod:`bench.timing.model` - DeepLabV3+ end to end: latency, peak and activation memory.
+* :mod:`bench.timing.runtimes` - deployed dense baselines: ONNX Runtime FP32 / static int8,
+  ``torch.compile``, OpenVINO, TensorRT (each records why when it cannot run).
+* :mod:`bench.timing.floor` - measured bandwidth and GEMM peaks, the floor of every row.
 * :mod:`bench.timing.cli` - ``python -m bench timing``.
 
 Importing this package is light: torch and the models load with the submodules that need them.

@@ -1,8 +1,10 @@
 """``python -m bench timing``: layer and model timing on this machine, into the results store.
 
 Writes ``<out>/timing/<name>.json`` (schema ``wcc-bench/timing/v1``: the environment with the
-device probes, then per row the median, IQR, sample count, raw samples and the ratio to the
-best dense conv) and ends with the WCC / dense ratio table.
+device probes and this machine's measured bandwidth and GEMM peaks, then per row the median,
+IQR, sample count, raw samples, the ratio to the fastest dense baseline (eager or a deployed
+runtime: ONNX Runtime FP32/int8, torch.compile, OpenVINO, TensorRT), the ratio to the best eager
+dense conv, and the row's floor) and ends with the WCC / dense ratio table.
 
     python -m bench timing --device cpu --quick --out results
     python -m bench timing --device cuda --shape-sets extra --keep-ratios 0.25 --directions fwd
@@ -34,8 +36,9 @@ def _csv(kind: type = str):
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to time (default cpu)")
     parser.add_argument("--quick", action="store_true",
-                        help="reduced grid: the 3 extra shapes, keep 1.0/0.25, J=3, fwd (+1 fwdbwd); "
-                             "dense and WCC 25%% (preferred backend) at a small model input; fewer samples")
+                        help="reduced grid: the 3 extra shapes, keep 1.0/0.25, J=3, fwd (+1 fwdbwd), WCC on the "
+                             "preferred backend only (--backends to add more); dense, the deployed runtimes and "
+                             "WCC 25%% at a small model input; fewer samples")
     parser.add_argument("--out", default="results", help="results store root (default: results)")
     parser.add_argument("--name", help="record name (default: <device>-<quick|full>-<UTC time>)")
     g = parser.add_argument_group("layer grid (defaults: the full grid, or --quick's)")
@@ -48,6 +51,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--directions", type=_csv(), metavar="fwd,fwdbwd")
     g.add_argument("--dtypes", type=_csv(), metavar="float32,..")
     g.add_argument("--no-layer", action="store_true", help="skip the layer benchmarks")
+    r = parser.add_argument_group("deployed dense baselines (bench.timing.runtimes)")
+    r.add_argument("--runtimes", type=_csv(), metavar="A,B",
+                   help="baselines to time on layers and the model (default: all of the device's: cpu "
+                        "ort_fp32,ort_int8,inductor_fp32,openvino_fp32,openvino_int8; cuda inductor_fp32,"
+                        "tensorrt_fp16,tensorrt_int8); one that cannot run records why")
+    r.add_argument("--no-runtimes", action="store_true", help="time eager dense baselines only")
+    r.add_argument("--no-peaks", action="store_true",
+                   help="do not measure bandwidth and GEMM peaks (then rows get no floor)")
     m = parser.add_argument_group("model benchmarks")
     m.add_argument("--no-model", action="store_true", help="skip the model benchmarks")
     m.add_argument("--no-memory", action="store_true", help="skip the model memory measurements")
@@ -88,6 +99,7 @@ def _grid(args: argparse.Namespace) -> Any:
         changes["shapes"] = {"custom": tuple(parse_shape(s) for s in args.shapes)}
         sets = (*sets, "custom")
     changes["shape_sets"] = tuple(sets)
+    changes["runtimes"] = _runtimes(args)
     for name in ("keep_ratios", "levels", "directions", "dtypes"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
@@ -96,12 +108,62 @@ def _grid(args: argparse.Namespace) -> Any:
     return dataclasses.replace(grid, **changes)
 
 
+def _runtimes(args: argparse.Namespace) -> tuple[str, ...]:
+    from bench.timing.runtimes import RUNTIME_OPS, runtime_ops
+
+    if args.no_runtimes:
+        return ()
+    if args.runtimes is None:
+        return runtime_ops(args.device)
+    unknown = [r for r in args.runtimes if r not in RUNTIME_OPS]
+    if unknown:
+        raise SystemExit(f"unknown runtime(s) {unknown}; known: {', '.join(RUNTIME_OPS)}")
+    return tuple(args.runtimes)
+
+
+def _check_args(args: argparse.Namespace) -> list[str | None]:
+    """Every argument's problem, found before any benchmark runs (so none costs a measurement)."""
+    from bench._args import int_at_least, writable_dir
+    from wcc.backends import list_backends
+
+    errors = [writable_dir("--out", args.out), int_at_least("--warmup", args.warmup, 0),
+              int_at_least("--min-samples", args.min_samples, 1), int_at_least("--max-samples", args.max_samples, 1),
+              int_at_least("--threads", args.threads, 1)]
+    if args.min_samples is not None and args.max_samples is not None and args.max_samples < args.min_samples:
+        errors.append(f"--max-samples ({args.max_samples}) must be >= --min-samples ({args.min_samples})")
+    if args.budget is not None and not args.budget >= 0:  # 0: the minimum samples only
+        errors.append(f"--budget must be >= 0 seconds, got {args.budget}")
+    if args.keep_ratios is not None and not all(0 < r <= 1 for r in args.keep_ratios):
+        errors.append(f"--keep-ratios must each be in (0, 1], got {list(args.keep_ratios)}")
+    if args.levels is not None and not all(j >= 1 for j in args.levels):
+        errors.append(f"--levels must each be >= 1, got {list(args.levels)}")
+    bad = [d for d in args.directions or () if d not in ("fwd", "fwdbwd")]
+    if bad:
+        errors.append(f"--directions: unknown {bad}; choose from fwd, fwdbwd")
+    bad = [d for d in args.dtypes or () if d not in ("float32", "float16", "bfloat16")]
+    if bad:
+        errors.append(f"--dtypes: unknown {bad}; choose from float32, float16, bfloat16")
+    if args.model_resolution is not None and min(args.model_resolution) < 1:
+        errors.append(f"--model-resolution must be positive, got {args.model_resolution}")
+    missing = [b for b in args.backends or () if b not in list_backends()]
+    if missing:
+        errors.append(f"--backends: unknown {missing}; registered: {', '.join(list_backends())}")
+    try:  # shape sets, --shapes and --runtimes: the grid's own parsing, cheap and without running anything
+        _grid(args)
+    except SystemExit as exc:
+        errors.append(f"--shape-sets/--shapes/--runtimes: {exc}")
+    except ValueError as exc:
+        errors.append(f"--shapes: {exc}")
+    return errors
+
+
 def build_record(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmarks ``args`` asks for and return the (unwritten) timing record."""
     import torch
 
     from bench.store import ResultStore
     from bench.timing.energy import EnergyMeter
+    from bench.timing.floor import add_floors, layer_floor, measure_peaks, model_case_floor, safe_floor
     from bench.timing.layer import available_backends, run_layer_benchmarks
     from bench.timing.model import model_cases, run_model_benchmarks
     from bench.timing.probes import probe_all
@@ -118,17 +180,25 @@ def build_record(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"unknown backend(s) {missing}; registered: {', '.join(sorted(registered))}")
     # Explicitly named backends run even when unavailable, so their rows record why not.
     backends = list(grid.backends) if grid.backends is not None else available
+    if args.quick and grid.backends is None:
+        # The preferred backend only (as the quick model rows): the reference backend alone
+        # took a quarter of a quick run on 2 cores, time the deployed baselines need.
+        backends = backends[:1]
     timer = _timer(args)
     progress = not args.no_progress
     with EnergyMeter(args.device) as meter:
         probes = probe_all(args.device)
+        peaks = {} if args.no_peaks else measure_peaks(args.device)
         layer_rows = [] if args.no_layer else run_layer_benchmarks(
             grid.cases(backends), args.device, timer, meter, progress)
         cases = [] if args.no_model else model_cases(
-            args.device, args.quick, backends, resolution=args.model_resolution, dtype=args.model_dtype)
+            args.device, args.quick, backends, resolution=args.model_resolution, dtype=args.model_dtype,
+            runtimes=grid.runtimes)
         model_rows = run_model_benchmarks(cases, args.device, timer, meter, memory=not args.no_memory,
                                           progress=progress)
         energy_source = meter.describe()
+    add_floors(layer_rows, [safe_floor(layer_floor, r, peaks) for r in layer_rows])
+    add_floors(model_rows, [safe_floor(model_case_floor, c, peaks) for c in cases])
     name = args.name or f"{args.device}-{'quick' if args.quick else 'full'}-" \
         f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
     record = ResultStore(args.out).new_record(
@@ -138,6 +208,7 @@ def build_record(args: argparse.Namespace) -> dict[str, Any]:
         layer_rows=layer_rows, model_rows=model_rows, wall_time_s=0.0,
     )
     record["environment"]["probes"] = probes
+    record["environment"]["peaks"] = peaks or "unavailable: --no-peaks"
     record["wall_time_s"] = time.perf_counter() - start
     return record
 
@@ -145,9 +216,18 @@ def build_record(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.store import ResultStore
-    from bench.timing.table import layer_ratio_table, model_table
+    from bench._args import report_errors
+    from bench.store import ResultStore, check_record_name
+    from bench.timing.table import deployed_table, layer_ratio_table, model_table
 
+    if args.name is not None:  # before any benchmark runs: a rejected name must not cost the measurements
+        try:
+            check_record_name(args.name)
+        except ValueError as exc:
+            print(f"python -m bench timing --name: {exc}", file=sys.stderr)
+            return 2
+    if report_errors("python -m bench timing", _check_args(args)):
+        return 2
     if args.device == "cuda" and not torch.cuda.is_available():
         print(f"python -m bench timing --device cuda: no CUDA device here (torch {torch.__version__}, "
               f"CUDA build: {torch.version.cuda or 'none'}); run with --device cpu instead.", file=sys.stderr)
@@ -163,4 +243,7 @@ def run(args: argparse.Namespace) -> int:
         print("\nWCC / dense median time ratios (best dense of NCHW conv2d, channels_last conv2d and matmul; "
               "< 1 is faster than dense)\n")
         print(layer_ratio_table(record["layer_rows"]))
+        print("\nForward rows against the fastest dense baseline (eager or deployed runtime, any precision), "
+              "with each row's floor\n")
+        print(deployed_table(record["layer_rows"]))
     return 0

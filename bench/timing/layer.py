@@ -7,21 +7,23 @@ built, and every op runs on them in the same process:
 * ``dense_cl`` - ``F.conv2d`` on channels_last input and weight;
 * ``matmul`` - the conv as a plain batched GEMM, ``W (C_out, C_in) @ x (N, C_in, H*W)`` + bias;
 * ``quantconv`` - :class:`wcc.layers.QuantConv2d` at 8/8 (the quantized dense layer);
-* ``wcc`` - :class:`wcc.layers.WCCConv2d` at 8/8 for each backend, keep ratio and level count.
+* ``wcc`` - :class:`wcc.layers.WCCConv2d` at 8/8 for each backend, keep ratio and level count;
+* the deployed dense baselines of :mod:`bench.timing.runtimes` (ONNX Runtime FP32 and static
+  int8, ``torch.compile``, OpenVINO, TensorRT), forward only, on the same conv and input.
 
-The *dense* reference of a group is the fastest of the three dense ops
-(:func:`bench.baseline.best_dense`), so a WCC speed-up is never measured against a weak
-baseline; every row carries ``ratio_to_dense`` = its median over that best dense median. Rows
-are :class:`bench.rows.LayerRow` (the typed definition behind the store's schema). ``fwdbwd``
-times forward plus backward to the input and every parameter (``torch.autograd.grad``, so no
-gradient accumulation is timed). A case that cannot run (a
+Every row carries ``ratio_to_best_runtime``: its median over the fastest dense baseline of the
+group, eager or deployed, any precision (the figure the report leads with), and, secondary,
+``ratio_to_dense`` over the fastest of the three eager dense ops; both come from the one
+baseline rule, :func:`bench.baseline.best_dense`. Rows also record ``runtime`` (package and
+version) and ``precision``; they are :class:`bench.rows.LayerRow` (the typed definition behind
+the store's schema). ``fwdbwd`` times forward plus backward to the input and every parameter
+(``torch.autograd.grad``, so no gradient accumulation is timed). A case that cannot run (a
 backend refuses it, an error, out of memory) becomes a row with ``error`` set instead of a crash.
 """
 
 from __future__ import annotations
 
 import itertools
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -29,9 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.baseline import DENSE_OPS, best_dense
-from bench.rows import DIRECTIONS, LAYER_OPS, LayerRow, check_one_of
+from bench.baseline import BASELINE_OPS, DENSE_OPS, best_dense, ratio_to
+from bench.rows import DIRECTIONS, LAYER_OPS, RUNTIME_OPS, LayerRow, check_one_of
 from bench.timing.harness import time_callable
+from bench.timing.runtimes import RuntimeUnavailableError, build_runtime, max_rel_err, precision_of, runtime_version
 from bench.timing.shapes import ConvShape, shape_set
 
 __all__ = [
@@ -68,6 +71,8 @@ class LayerCase:
     def __post_init__(self) -> None:
         check_one_of("op", self.op, OPS)
         check_one_of("direction", self.direction, DIRECTIONS)
+        if self.op in RUNTIME_OPS and self.direction != "fwd":
+            raise ValueError(f"runtime baseline {self.op!r} is inference only (direction 'fwd')")
         check_one_of("dtype", self.dtype, DTYPES)
         if (self.op == "wcc") != (self.backend is not None and self.keep_ratio is not None and self.levels is not None):
             raise ValueError("backend, keep_ratio and levels are required for op='wcc' and only for it")
@@ -82,15 +87,23 @@ class LayerCase:
         return f"{self.shape.label} {self.direction} {self.dtype} {op}"
 
     def to_row(self) -> dict[str, Any]:
+        if self.op in RUNTIME_OPS:
+            runtime, precision = runtime_version(self.op) or "not installed", precision_of(self.op, self.dtype)
+        else:
+            runtime = f"torch {torch.__version__} (eager)"
+            precision = "int8" if self.op in ("wcc", "quantconv") else {"float32": "fp32", "float16": "fp16",
+                                                                         "bfloat16": "bf16"}[self.dtype]
         return {"shape_set": self.shape_set, "shape": self.shape.to_dict(), "shape_label": self.shape.label,
                 "op": self.op, "direction": self.direction, "dtype": self.dtype, "backend": self.backend,
-                "keep_ratio": self.keep_ratio, "levels": self.levels}
+                "keep_ratio": self.keep_ratio, "levels": self.levels, "runtime": runtime, "precision": precision}
 
 
 @dataclass(frozen=True)
 class LayerGrid:
     """The cases to time. ``backends=None`` means every backend available on this machine;
-    ``fwdbwd_per_set`` limits forward+backward to the first N shapes of each set (None: all)."""
+    ``fwdbwd_per_set`` limits forward+backward to the first N shapes of each set (None: all);
+    ``runtimes`` are the deployed dense baselines (bench.timing.runtimes) timed in every forward
+    group."""
 
     shape_sets: tuple[str, ...]
     keep_ratios: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
@@ -99,6 +112,7 @@ class LayerGrid:
     dtypes: tuple[str, ...] = ("float32",)
     backends: tuple[str, ...] | None = None
     fwdbwd_per_set: int | None = None
+    runtimes: tuple[str, ...] = ()
     shapes: dict[str, tuple[ConvShape, ...]] = field(default_factory=dict, compare=False)
 
     def resolved_shapes(self) -> dict[str, list[ConvShape]]:
@@ -116,6 +130,8 @@ class LayerGrid:
                     base: dict[str, Any] = {"shape_set": set_name, "shape": shape, "direction": direction,
                                             "dtype": dtype}
                     out += [LayerCase(op=op, **base) for op in (*DENSE_OPS, "quantconv")]
+                    if direction == "fwd":
+                        out += [LayerCase(op=op, **base) for op in self.runtimes]
                     for backend, levels, keep in itertools.product(backends, self.levels, self.keep_ratios):
                         out.append(LayerCase(op="wcc", backend=backend, keep_ratio=keep, levels=levels, **base))
         return out
@@ -124,19 +140,22 @@ class LayerGrid:
         return {"shape_sets": list(self.shape_sets), "keep_ratios": list(self.keep_ratios),
                 "levels": list(self.levels), "directions": list(self.directions), "dtypes": list(self.dtypes),
                 "backends": None if self.backends is None else list(self.backends),
-                "fwdbwd_per_set": self.fwdbwd_per_set}
+                "fwdbwd_per_set": self.fwdbwd_per_set, "runtimes": list(self.runtimes)}
 
 
 def default_grid(device: str, quick: bool) -> LayerGrid:
     """The layer grid (docs/design.md §7): model shape sets plus the extras, 4 keep ratios, J = 1..3, fwd and
     fwd+bwd, float32 on the CPU and float16/bfloat16 on CUDA. ``quick``: the three extra
     shapes, keep 1.0 and 0.25, J = 3, forward (plus forward+backward on the first shape)."""
+    from bench.timing.runtimes import runtime_ops
+
     dtypes = ("float32",) if device == "cpu" else ("float16", "bfloat16")
+    runtimes = runtime_ops(device)
     if quick:
         return LayerGrid(shape_sets=("extra",), keep_ratios=(1.0, 0.25), levels=(3,), dtypes=dtypes[:1],
-                         fwdbwd_per_set=1)
+                         fwdbwd_per_set=1, runtimes=runtimes)
     return LayerGrid(shape_sets=("deeplabv3plus-mobilenetv2@1024x2048", "depth-mobilenetv2@192x640", "extra"),
-                     dtypes=dtypes)
+                     dtypes=dtypes, runtimes=runtimes)
 
 
 def available_backends(device: str) -> tuple[list[str], list[dict[str, Any]]]:
@@ -176,7 +195,18 @@ class CaseGroup:
 
     def callable(self, case: LayerCase) -> Callable[[], Any]:
         """A zero-argument callable running ``case`` once; raises ``BackendUnavailableError``
-        when the case's WCC backend refuses it."""
+        when the case's WCC backend refuses it and ``RuntimeUnavailableError`` when a deployed
+        baseline cannot run. A runtime case leaves ``max_rel_err`` (against eager float32) and
+        ``setup_s`` (export, calibration, compilation) in :attr:`extra`."""
+        self.extra: dict[str, Any] = {}
+        if case.op in RUNTIME_OPS:
+            import copy
+
+            built = build_runtime(case.op, copy.deepcopy(self.conv), self.x, self.device)
+            with torch.no_grad():
+                ref = F.conv2d(self.x.float(), self.weight.float(), self.bias.float())
+            self.extra = {"max_rel_err": max_rel_err(built.output, ref), "setup_s": built.setup_s}
+            return built.fn
         forward, inputs = self._forward(case)
         if self.direction == "fwd":
             def run() -> Any:
@@ -250,7 +280,7 @@ def error_text(exc: BaseException) -> str:
     """The ``error`` of a row that could not run: a backend's own reason, else type and message."""
     from wcc.backends import BackendUnavailableError
 
-    if isinstance(exc, BackendUnavailableError):
+    if isinstance(exc, (BackendUnavailableError, RuntimeUnavailableError)):
         return str(exc)
     return f"{type(exc).__name__}: {exc}".strip()
 
@@ -261,14 +291,21 @@ def _layer_group(row: dict[str, Any]) -> tuple[str, str, str, str]:
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """Set ``ratio_to_dense``, ``dense_op`` and ``dense_median_s`` on every row, in place: the
-    reference of a group (shape set, shape, direction, dtype) is its best dense op
-    (:func:`bench.baseline.best_dense`; None when no dense op ran)."""
-    best = best_dense(rows, _layer_group, lambda r: r["op"], lambda r: r.get("median_s"))
+    reference of a group (shape set, shape, direction, dtype) is its fastest eager dense op
+    (None when no dense op ran).
+
+    Also ``ratio_to_best_runtime``, ``best_runtime_op`` and ``best_runtime_median_s``: the same
+    over every dense baseline of the group (:data:`bench.baseline.BASELINE_OPS`: eager and the
+    deployed runtimes, every precision). Runtimes are inference only, so in ``fwdbwd`` groups
+    this is the eager reference again. Both are :func:`bench.baseline.best_dense`."""
+    median = lambda r: r.get("median_s")  # noqa: E731
+    eager = best_dense(rows, _layer_group, lambda r: r["op"], median)
+    deployed = best_dense(rows, _layer_group, lambda r: r["op"], median, dense_ops=BASELINE_OPS)
     for r in rows:
-        b = best.get(_layer_group(r))
-        r["dense_op"] = b["op"] if b else None
-        r["dense_median_s"] = b["median_s"] if b else None
-        r["ratio_to_dense"] = r["median_s"] / b["median_s"] if b and r.get("median_s") is not None else None
+        b, fastest = eager.get(_layer_group(r)), deployed.get(_layer_group(r))
+        r.update(dense_op=b and b["op"], dense_median_s=b and b["median_s"], ratio_to_dense=ratio_to(r, b),
+                 best_runtime_op=fastest and fastest["op"], best_runtime_median_s=fastest and fastest["median_s"],
+                 ratio_to_best_runtime=ratio_to(r, fastest))
 
 
 def run_layer_benchmarks(
@@ -279,15 +316,15 @@ def run_layer_benchmarks(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Time every case; returns one stored row per case (:class:`bench.rows.LayerRow`, as a dict)."""
-    from tqdm import tqdm
+    from wcc.train._progress import progress_bar  # a bar on a tty, a plain line every few percent in a log
 
     device = torch.device(device)
     timer = dict(timer or {})
     rows: list[dict[str, Any]] = []
     group: CaseGroup | None = None
     fn: Callable[[], Any] | None = None
-    bar = tqdm(cases, desc="layers", unit="case", file=sys.stderr, disable=not progress, dynamic_ncols=True)
-    for case in bar:
+    bar = progress_bar(len(cases), "layers", enabled=progress, unit="case")
+    for case in cases:
         bar.set_postfix_str(case.label, refresh=False)
         row: dict[str, Any] = {}
         try:
@@ -297,17 +334,20 @@ def run_layer_benchmarks(
                 _free(device)
                 group = CaseGroup(case.shape, case.direction, case.dtype, device)
             fn = group.callable(case)
+            row.update(group.extra)
             # The meter's window wraps the samples only, not the warm-up.
             window = meter.window() if meter is not None and meter.available else None
             timing = time_callable(fn, device, window=window, **timer)
-            row = dict(timing.to_dict(), energy=window.to_dict() if window is not None else None)
+            row.update(timing.to_dict(), energy=window.to_dict() if window is not None else None)
         except Exception as exc:  # noqa: BLE001 - one failing case must not end the run
-            row = {"error": error_text(exc)}  # the row's defaults: nothing timed
+            row["error"] = error_text(exc)  # the row's defaults for the rest: nothing timed
             if isinstance(exc, torch.OutOfMemoryError):
                 group = None
         finally:
             fn = None  # noqa: F841 - drop the layer before the next case allocates
         rows.append(LayerRow(**case.to_row(), **row).to_dict())
+        bar.update(1)
+    bar.close()
     _free(device)
     add_ratios(rows)
     return rows

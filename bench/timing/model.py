@@ -5,8 +5,12 @@ of one seeded model: ``dense`` (labelled by its dtype, e.g. FP32), ``8/8`` (ever
 QuantConv2d) and ``WCC <r>%`` (1x1 convs WCC at keep ratio r, J = 3, 8/8; the others
 QuantConv2d) for every available backend. Per variant:
 
-* latency of one inference forward (median, IQR, raw samples), with ``ratio_to_dense`` against
-  the dense variant of the same model, input and dtype;
+* latency of one inference forward (median, IQR, raw samples), with ``ratio_to_best_runtime``
+  against the fastest dense row of the same model, input and dtype (eager or a deployed
+  runtime, any precision) and, secondary, ``ratio_to_dense`` against the eager dense variant;
+* the deployed dense baselines (:mod:`bench.timing.runtimes`): the dense model exported to ONNX
+  Runtime (FP32, static int8 QDQ), compiled with ``torch.compile``, OpenVINO, TensorRT; a row
+  per runtime, with ``max_rel_err`` against the eager dense output (no memory measured);
 * ``peak_mem_bytes`` of one inference forward. CUDA: ``torch.cuda.max_memory_allocated`` above
   what was allocated before (exact, caching allocator). CPU: the growth of the peak resident set
   (``VmHWM``, reset through ``/proc/self/clear_refs``) over one forward in a *fresh* process,
@@ -38,10 +42,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from bench.baseline import best_dense
+from bench.baseline import best_dense, ratio_to
 from bench.rows import ModelRow, check_one_of
 from bench.timing.harness import time_callable
 from bench.timing.layer import DTYPES, error_text, forced_backend_error
+from bench.timing.runtimes import RUNTIME_OPS, build_runtime, max_rel_err, precision_of, runtime_version
+from bench.timing.runtimes import spec as runtime_spec
 
 __all__ = ["ModelCase", "MODELS", "VARIANTS", "model_cases", "build_model", "saved_activation_bytes",
            "peak_memory", "run_model_benchmarks"]
@@ -71,7 +77,8 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
 
 @dataclass(frozen=True)
 class ModelCase:
-    """One model row; ``backend`` is set for WCC variants only."""
+    """One model row; ``backend`` is set for WCC variants only, ``runtime`` (a deployed
+    baseline of :mod:`bench.timing.runtimes`) for the dense variant only."""
 
     model: str
     variant: str
@@ -80,6 +87,7 @@ class ModelCase:
     width: int
     dtype: str = "float32"
     backend: str | None = None
+    runtime: str | None = None
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -88,6 +96,9 @@ class ModelCase:
         check_one_of("dtype", self.dtype, DTYPES)
         if self.variant.startswith("WCC") != (self.backend is not None):
             raise ValueError("backend is required for WCC variants and only for them")
+        if self.runtime is not None and (self.variant != "dense" or self.runtime not in RUNTIME_OPS):
+            raise ValueError(f"runtime must be one of {RUNTIME_OPS} and only with variant 'dense', "
+                             f"got {self.runtime!r} with {self.variant!r}")
 
     @property
     def keep_ratio(self) -> float | None:
@@ -97,23 +108,33 @@ class ModelCase:
     @property
     def label(self) -> str:
         """The paper-style name: ``FP32`` for the dense model in float32, else the variant."""
+        if self.runtime is not None:
+            return runtime_spec(self.runtime).label
         return _DENSE_LABEL[self.dtype] if self.variant == "dense" else self.variant
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def to_row(self) -> dict[str, Any]:
+        if self.runtime is not None:
+            runtime, precision = runtime_version(self.runtime) or "not installed", \
+                precision_of(self.runtime, self.dtype)
+        else:
+            runtime = f"torch {torch.__version__} (eager)"
+            precision = _DENSE_LABEL[self.dtype].lower() if self.variant == "dense" else "int8"
         return {"model": self.model, "variant": self.label, "backend": self.backend,
                 "input": [self.batch, 3, self.height, self.width], "dtype": self.dtype,
-                "keep_ratio": self.keep_ratio}
+                "keep_ratio": self.keep_ratio, "runtime_op": self.runtime, "runtime": runtime,
+                "precision": precision}
 
 
 def model_cases(device: str, quick: bool, backends: list[str], model: str = "deeplabv3plus-mobilenetv2",
                 resolution: tuple[int, int] | None = None, dtype: str | None = None,
-                batch: int = 1) -> list[ModelCase]:
+                batch: int = 1, runtimes: tuple[str, ...] = ()) -> list[ModelCase]:
     """The model grid (docs/design.md §7): 1024x2048 on CUDA (float16), 512x1024 on the CPU (float32), WCC
     variants on every backend in ``backends``. ``quick``: dense and WCC 25% on the first backend
-    (the preferred one: ``backends`` come in priority order) at 128x256 (CPU) or 512x1024 (CUDA)."""
+    (the preferred one: ``backends`` come in priority order) at 128x256 (CPU) or 512x1024 (CUDA).
+    ``runtimes``: a dense row per deployed baseline, after the eager dense row."""
     if resolution is None:
         resolution = {(False, "cuda"): (1024, 2048), (False, "cpu"): (512, 1024),
                       (True, "cuda"): (512, 1024), (True, "cpu"): (128, 256)}[(quick, device)]
@@ -124,6 +145,8 @@ def model_cases(device: str, quick: bool, backends: list[str], model: str = "dee
     for variant in variants:
         for backend in (wcc_backends if variant.startswith("WCC") else [None]):
             out.append(ModelCase(model, variant, batch, *resolution, dtype=dtype, backend=backend))
+        if variant == "dense":
+            out += [ModelCase(model, variant, batch, *resolution, dtype=dtype, runtime=r) for r in runtimes]
     return out
 
 
@@ -277,17 +300,24 @@ def _model_group(row: dict[str, Any]) -> tuple[str, tuple[int, ...], str]:
 
 
 def _model_op(row: dict[str, Any]) -> str | None:
-    """``"dense"`` for the dense variant (its label is the dtype's: FP32, FP16, BF16)."""
+    """The row's baseline op: its deployed runtime (``runtime_op``), ``"dense"`` for the eager
+    dense variant (labelled by its dtype: FP32, FP16, BF16), else None (not a baseline)."""
+    if row.get("runtime_op") is not None:
+        return str(row["runtime_op"])
     return "dense" if row["keep_ratio"] is None and row["variant"] in _DENSE_LABEL.values() else None
 
 
 def _add_model_ratios(rows: list[dict[str, Any]]) -> None:
-    """``ratio_to_dense`` against the dense model of the same model, input and dtype
-    (:func:`bench.baseline.best_dense` over the dense variants)."""
-    best = best_dense(rows, _model_group, _model_op, lambda r: r.get("median_s"), dense_ops=("dense",))
+    """``ratio_to_dense`` over the eager dense row; ``ratio_to_best_runtime`` over the fastest
+    dense row (eager or deployed runtime, any precision), named by ``best_runtime``. Both are
+    :func:`bench.baseline.best_dense` over the model's group (model, input, dtype)."""
+    median = lambda r: r.get("median_s")  # noqa: E731
+    eager = best_dense(rows, _model_group, _model_op, median, dense_ops=("dense",))
+    deployed = best_dense(rows, _model_group, _model_op, median, dense_ops=("dense", *RUNTIME_OPS))
     for r in rows:
-        ref = best.get(_model_group(r))
-        r["ratio_to_dense"] = r["median_s"] / ref["median_s"] if ref and r.get("median_s") is not None else None
+        ref, fastest = eager.get(_model_group(r)), deployed.get(_model_group(r))
+        r.update(ratio_to_dense=ratio_to(r, ref), best_runtime=fastest and fastest["variant"],
+                 best_runtime_median_s=fastest and fastest["median_s"], ratio_to_best_runtime=ratio_to(r, fastest))
 
 
 def run_model_benchmarks(
@@ -300,25 +330,32 @@ def run_model_benchmarks(
 ) -> list[dict[str, Any]]:
     """Time (and measure the memory of) every case; one stored row per case
     (:class:`bench.rows.ModelRow`, as a dict)."""
-    from tqdm import tqdm
+    from wcc.train._progress import progress_bar  # a bar on a tty, a plain line every few percent in a log
 
     device = torch.device(device)
     rows = []
-    for case in tqdm(cases, desc="models", unit="variant", file=sys.stderr, disable=not progress,
-                     dynamic_ncols=True):
+    bar = progress_bar(len(cases), "models", enabled=progress, unit="variant")
+    for case in cases:
         row: dict[str, Any] = {"peak_mem_method": PEAK_METHOD[device.type] if memory else None, "error": None}
         model: nn.Module | None = None
         try:
-            built = model = build_model(case, device)
+            eager = model = build_model(case, device)
             x = _input(case, device)
-            window = meter.window() if meter is not None and meter.available else None
             # Timed here, inside this iteration, so the closure sees this variant's model and input.
-            timing = time_callable(lambda: _no_grad(built, x), device,  # noqa: B023
-                                   window=window, **(timer or {}))
+            fn: Callable[[], Any] = lambda: _no_grad(eager, x)  # noqa: E731, B023
+            if case.runtime is not None:
+                deployed = build_runtime(case.runtime, eager, x, device)
+                ref = _no_grad(eager, x)
+                row.update(max_rel_err=max_rel_err(deployed.output, ref), setup_s=deployed.setup_s)
+                fn, model, eager = deployed.fn, None, None  # type: ignore[assignment]
+            window = meter.window() if meter is not None and meter.available else None
+            timing = time_callable(fn, device, window=window, **(timer or {}))
             row.update(timing.to_dict(), energy=window.to_dict() if window is not None else None)
         except Exception as exc:  # noqa: BLE001 - a failing variant must not end the run
             row["error"] = error_text(exc)
-        if memory and row["error"] is None and model is not None:
+        if memory and row["error"] is None and case.runtime is not None:
+            row["memory_error"] = "not measured for deployed runtime baselines"
+        elif memory and row["error"] is None and model is not None:
             try:
                 row["train_saved_bytes"] = saved_activation_bytes(model, x)
                 model = None
@@ -327,11 +364,13 @@ def run_model_benchmarks(
                 row["peak_mem_bytes"], row["train_peak_bytes"] = peaks["infer"], peaks["train"]
             except Exception as exc:  # noqa: BLE001
                 row["memory_error"] = error_text(exc)
-        model = None
+        model = fn = eager = None  # type: ignore[assignment]  # free the variant before the next one
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
         rows.append(ModelRow(**case.to_row(), **row).to_dict())
+        bar.update(1)
+    bar.close()
     _add_model_ratios(rows)
     return rows
 

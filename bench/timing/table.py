@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["layer_ratio_table", "model_table"]
+__all__ = ["layer_ratio_table", "model_table", "deployed_table"]
 
 
 def _ms(v: float | None) -> str:
@@ -57,9 +57,33 @@ def model_table(rows: list[dict[str, Any]]) -> str:
         return "-" if v is None else f"{v / 2**20:.0f}"
 
     table = [[r["model"], "x".join(map(str, r["input"])), r["dtype"], r["variant"], r["backend"] or "-",
-              _ms(r["median_s"]), _ms(r["iqr_s"]), _ratio(r), mb(r["peak_mem_bytes"]), mb(r["train_saved_bytes"]),
+              _ms(r["median_s"]), _ms(r["iqr_s"]),
+              "-" if r.get("ratio_to_best_runtime") is None else f"{r['ratio_to_best_runtime']:.2f}",
+              _ms(r.get("floor_s")), _ratio(r), mb(r["peak_mem_bytes"]), mb(r["train_saved_bytes"]),
               mb(r["train_peak_bytes"]), (r.get("error") or r.get("memory_error") or "")[:60]]
              for r in rows]
-    headers = ["model", "input", "dtype", "variant", "backend", "median ms", "IQR ms", "x dense", "peak MiB",
+    headers = ["model", "input", "dtype", "variant", "backend", "median ms", "IQR ms", "x best dense", "floor ms",
+               "x dense (eager)", "peak MiB",
                "train saved MiB", "train peak MiB", "error"]
+    return tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def deployed_table(rows: list[dict[str, Any]]) -> str:
+    """Forward layer rows, one line per shape: each op's median ms (eager, deployed runtimes,
+    QuantConv2d, WCC per backend/keep/J) with its floor, and WCC / fastest dense baseline."""
+    from tabulate import tabulate
+
+    table = []
+    for r in rows:
+        if r["direction"] != "fwd":
+            continue
+        op = f"wcc[{r['backend']} k={r['keep_ratio']:g} J={r['levels']}]" if r["op"] == "wcc" else r["op"]
+        ratio = r.get("ratio_to_best_runtime")
+        table.append([r["shape_label"], op, r.get("precision") or "-", _ms(r.get("median_s")), _ms(r.get("floor_s")),
+                      "n/a" if r.get("error") else "-" if ratio is None else f"{ratio:.2f}",
+                      r.get("best_runtime_op") or "-",
+                      "-" if r.get("max_rel_err") is None else f"{r['max_rel_err']:.1e}",
+                      (r.get("error") or "")[:50]])
+    headers = ["shape", "op", "precision", "median ms", "floor ms", "x best dense", "best dense op", "rel err",
+               "skipped / error"]
     return tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True)

@@ -1,7 +1,8 @@
 """WCC op backends: one op definition, several implementations, explainable dispatch.
 
-Importing this package registers the reference backend and the optional fast backends; the
-fast ones import their heavy dependencies (compiler, Triton) only when first used.
+Importing this package registers the reference backend and the optional fast backends (``cpu``,
+``triton``, ``cuda``); the fast ones import their heavy dependencies (compiler, Triton) only when
+first used.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from wcc.backends import cpu as _cpu  # noqa: F401  (registers the compiled CPU backend; builds lazily)
+from wcc.backends import cuda as _cuda  # noqa: F401  (registers "cuda"; builds lazily, needs a CUDA torch and a GPU)
 from wcc.backends import triton as _triton_backend  # noqa: F401  (registers "triton"; Triton itself loads lazily)
 from wcc.backends._registry import (
     ENV_VAR,

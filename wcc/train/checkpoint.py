@@ -19,9 +19,21 @@ from torch import nn
 from wcc.config import QuantConfig, WCCConfig
 from wcc.convert import convert
 
-__all__ = ["save_checkpoint", "load_checkpoint", "build_model", "apply_conversions", "config_from_dict", "FORMAT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "build_model", "apply_conversions", "config_from_dict", "FORMAT",
+           "umask_mode"]
 
 FORMAT = "wcc-bench/checkpoint/v1"
+
+
+def umask_mode(base: int = 0o666) -> int:
+    """``base`` with the process umask applied: the mode ``open()`` would give a new file.
+
+    ``tempfile.mkstemp`` always creates 0600 files; an atomic write that renames such a file
+    into place would hide results and checkpoints from everyone else on a shared machine.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
@@ -31,6 +43,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, umask_mode())
         torch.save({"format": FORMAT, **state}, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -41,13 +54,22 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; nothing in the file runs.
+
+    ``weights_only=True``: the unpickler rebuilds only tensors and plain containers (all a
+    checkpoint holds), so a planted file in a shared run folder cannot execute code. A file that
+    needs more (a foreign or malicious pickle), or is damaged, raises ``ValueError`` naming it.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated or foreign file
-        raise ValueError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated, foreign or code-carrying file
+        raise ValueError(
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            f"(only plain wcc-bench checkpoints load; move the file aside and rerun to recompute that stage)"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not a wcc-bench checkpoint (expected format {FORMAT!r})")
     return ckpt

@@ -17,11 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from wcc.train._progress import progress_bar
 from wcc.train.checkpoint import save_checkpoint
 from wcc.train.losses import segmentation_loss, silog_loss
 from wcc.train.recipe import Recipe
 
-__all__ = ["train_steps", "evaluate_segmentation", "evaluate_depth", "StepBatches", "TrainingDiverged"]
+__all__ = ["train_steps", "evaluate_segmentation", "evaluate_depth", "StepBatches", "TrainingDiverged",
+           "loader_workers"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -61,6 +63,29 @@ class StepBatches(Dataset):
             images.append(image)
             targets.append(target)
         return torch.stack(images), torch.stack(targets)
+
+
+
+_WORKER_BYTES = 2 << 30  # resident memory one DataLoader worker may reach on full-size images
+
+
+def loader_workers(requested: int) -> int:
+    """DataLoader workers for this machine: at most ``requested``, one core left for the main
+    process, and no more than the available memory holds (about 2 GiB each). A recipe's 8
+    workers on a 2-core laptop would otherwise thrash, and run out of memory."""
+    if requested <= 0:
+        return 0
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = min(requested, max(0, cpus - 1))
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+        workers = min(workers, max(0, avail // _WORKER_BYTES - 1))
+    except (OSError, StopIteration, ValueError):
+        pass  # not Linux: the core count alone decides
+    return workers
 
 
 def _param_groups(model: nn.Module, lr: float, backbone_mult: float) -> list[dict[str, Any]]:
@@ -109,8 +134,6 @@ def train_steps(
     Returns ``{"steps", "final_loss", "train_time_s"}``; the time includes the training time of
     the interrupted run(s) a resumed stage continues (recorded in its checkpoints).
     """
-    from tqdm.auto import tqdm
-
     device = torch.device(device)
     model.to(device).train()
     opt = _make_optimizer(model, recipe, lr)
@@ -126,7 +149,7 @@ def train_steps(
         start = int(resume["step"])
     loss_fn = segmentation_loss if recipe.task == "segmentation" else silog_loss
     loader = DataLoader(batches, batch_size=None, sampler=range(start, total_steps),
-                        num_workers=recipe.num_workers, pin_memory=device.type == "cuda")
+                        num_workers=loader_workers(recipe.num_workers), pin_memory=device.type == "cuda")
 
     def _save(step: int) -> None:
         save_checkpoint(checkpoint_path, {**checkpoint_meta, "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -136,7 +159,7 @@ def train_steps(
 
     t0 = time.perf_counter()
     loss_value = float("nan")
-    bar = tqdm(total=total_steps, initial=start, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = progress_bar(total_steps, desc, enabled=progress, initial=start)
     for step, (images, targets) in zip(range(start, total_steps), loader):
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         _set_lr(opt, recipe, step, total_steps)
@@ -170,17 +193,18 @@ def _predict(model: nn.Module, image: torch.Tensor, size: tuple[int, int]) -> to
 def evaluate_segmentation(model: nn.Module, dataset: Dataset, *, num_classes: int = 19,
                           device: torch.device | str = "cpu", progress: bool = True) -> dict[str, Any]:
     """mIoU over the whole split (one confusion matrix), full images, batch 1."""
-    from tqdm.auto import tqdm
-
     from wcc.metrics import SegmentationMetric
 
     device = torch.device(device)
     model.to(device).eval()
     metric = SegmentationMetric(num_classes=num_classes, ignore_index=255)
-    for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, leave=False):  # type: ignore[arg-type]
+    bar = progress_bar(len(dataset), "eval", enabled=progress)  # type: ignore[arg-type]
+    for i in range(len(dataset)):  # type: ignore[arg-type]
         image, target = dataset[i]
         logits = _predict(model, image[None].to(device), tuple(target.shape[-2:]))
         metric.update(logits.argmax(1).cpu(), target[None])
+        bar.update(1)
+    bar.close()
     return metric.compute()
 
 
@@ -190,15 +214,16 @@ def evaluate_depth(model: nn.Module, dataset: Dataset, *, crop: Literal["garg"] 
                    progress: bool = True) -> dict[str, float]:
     """Eigen metrics averaged over images (those with ground truth); predictions upsampled to
     the ground truth's size."""
-    from tqdm.auto import tqdm
-
     from wcc.metrics import DepthMetric
 
     device = torch.device(device)
     model.to(device).eval()
     metric = DepthMetric(crop=crop, median_scaling=median_scaling)  # mean over images, skips empty gt
-    for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, leave=False):  # type: ignore[arg-type]
+    bar = progress_bar(len(dataset), "eval", enabled=progress)  # type: ignore[arg-type]
+    for i in range(len(dataset)):  # type: ignore[arg-type]
         image, gt = dataset[i]
         pred = _predict(model, image[None].to(device), tuple(gt.shape[-2:]))[:, 0].cpu()
         metric.update(pred, gt[None])
+        bar.update(1)
+    bar.close()
     return metric.compute()

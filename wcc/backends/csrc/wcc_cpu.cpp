@@ -51,6 +51,7 @@
 #include <limits>
 #include <mutex>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 
@@ -563,22 +564,51 @@ void pass1(const T* x, const Geo& g, const Quant& q, T* scores, S* store) {
 }
 
 // ----------------------------------------------------------------------------------------------
+// Band order -> index in the flattened padded Mallat layout (the reference's numbering).
+
+int64_t mallat_index(const Geo& g, int64_t p) {
+  const int64_t b = p / g.Pb, loc = p % g.Pb;
+  int64_t row, col;
+  if (loc >= g.ll_off) {
+    row = b;
+    col = loc - g.ll_off;
+  } else {
+    int64_t l = 1, t = 0;
+    while (!(loc < g.sec(l, t) + (g.B >> l) * (g.Wp >> l))) {
+      if (++t == 3) {
+        t = 0;
+        ++l;
+      }
+    }
+    const int64_t rows = g.B >> l, cols = g.Wp >> l, r = (loc - g.sec(l, t)) / cols;
+    row = b * rows + r + (t >= 1 ? (g.Hp >> l) : 0);
+    col = (loc - g.sec(l, t)) % cols + (t != 1 ? (g.Wp >> l) : 0);
+  }
+  return row * g.Wp + col;
+}
+
+// ----------------------------------------------------------------------------------------------
 // Selection: per image the k positions of largest energy, ascending in band order.
-// Energies are >= 0 (or NaN), so their IEEE bit patterns order like the values, with NaN on
-// top (as torch.topk ranks it); selecting on integer keys keeps nth_element well defined.
+// Energies are >= 0 (or NaN), so their IEEE bit patterns order like the values. Every NaN
+// (whatever its sign bit and payload) gets the key of +inf: the reference ranks non-finite
+// energies as +inf, NaN equal to Inf. Selecting on integer keys keeps nth_element well defined.
+// Ties at the threshold go to the lowest *Mallat* index, as in the reference (band order
+// numbers positions differently, so the tied candidates are ranked by their Mallat index).
 
 template <typename T>
 using key_t = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
 
 template <typename T>
 inline key_t<T> key_of(T v) {
+  if (v != v) v = std::numeric_limits<T>::infinity();  // NaN ranks as +inf
   key_t<T> k;
   std::memcpy(&k, &v, sizeof(T));
   return k;
 }
 
 template <typename T>
-void select_topk(const T* scores, int64_t N, int64_t P, int64_t k, int32_t* kept) {
+void select_topk(const T* scores, const Geo& g, int64_t k, int32_t* kept) {
+  const int64_t N = g.N, P = g.P();
   using K = key_t<T>;
   // Radix selection: a histogram of the top 16 key bits finds the bin that holds the k-th
   // largest key; only that bin's keys go through nth_element.
@@ -600,18 +630,33 @@ void select_topk(const T* scores, int64_t N, int64_t P, int64_t k, int32_t* kept
     const int64_t need = k - above;  // 1 <= need <= m
     std::nth_element(cand.data(), cand.data() + (need - 1), cand.data() + m, std::greater<K>());
     const K thr = cand[need - 1];
-    int64_t greater = above;
-    for (int64_t i = 0; i < m; ++i) greater += cand[i] > thr;
-    int64_t ties = k - greater;  // keys equal to the threshold that are kept (the first ones)
+    int64_t greater = above, equal = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      greater += cand[i] > thr;
+      equal += cand[i] == thr;
+    }
+    const int64_t ties = k - greater;  // keys equal to the threshold that are kept
+    // Usually every key equal to the threshold is kept (equal == ties) and nothing is decided
+    // here. Otherwise keep the `ties` tied positions with the lowest Mallat index.
+    std::vector<char> keep_tie(size_t(equal), 1);
+    if (equal > ties) {
+      std::vector<std::pair<int64_t, int64_t>> by_mallat;  // (Mallat index, slot among the ties)
+      by_mallat.reserve(size_t(equal));
+      for (int64_t p = 0; p < P; ++p)
+        if (key_of(s[p]) == thr) by_mallat.emplace_back(mallat_index(g, p), int64_t(by_mallat.size()));
+      std::nth_element(by_mallat.begin(), by_mallat.begin() + ties, by_mallat.end());
+      std::fill(keep_tie.begin(), keep_tie.end(), 0);
+      for (int64_t i = 0; i < ties; ++i) keep_tie[size_t(by_mallat[size_t(i)].second)] = 1;
+    }
     int32_t* out = kept + img * k;
     int64_t n_out = 0;
+    size_t ti = 0;
     for (int64_t p = 0; p < P && n_out < k; ++p) {
       const K kp = key_of(s[p]);
       if (kp > thr) {
         out[n_out++] = int32_t(p);
-      } else if (kp == thr && ties > 0) {
-        out[n_out++] = int32_t(p);
-        --ties;
+      } else if (kp == thr) {
+        if (keep_tie[ti++]) out[n_out++] = int32_t(p);
       }
     }
     TORCH_INTERNAL_ASSERT(n_out == k);
@@ -858,7 +903,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> wcc_forward(const at::Tensor& x_i
     T* scores = reinterpret_cast<T*>(ws.data());
     auto run = [&](auto* sp) {  // sp: the store, (N, nb, C, Pb) of int8, int16 or T
       pass1<T>(x.data_ptr<T>(), g, q, scores, sp);
-      select_topk<T>(scores, g.N, g.P(), k, kept.data_ptr<int32_t>());
+      select_topk<T>(scores, g, k, kept.data_ptr<int32_t>());
       pass2<T>(sp, g, kept.data_ptr<int32_t>(), k, weight, wcodes, code_scale, bp, q, y.data_ptr<T>(), sv);
     };
     uint8_t* store = ws.data() + score_bytes;
@@ -985,32 +1030,13 @@ at::Tensor wcc_keep_indices(const at::Tensor& x_in, int64_t levels, int64_t k) {
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wcc_cpu_keep", [&] {
     pass1<scalar_t, scalar_t>(x.data_ptr<scalar_t>(), g, Quant{false, 1.0, 1.0}, scores.data_ptr<scalar_t>(),
                               nullptr);
-    select_topk<scalar_t>(scores.data_ptr<scalar_t>(), g.N, g.P(), k, kept.data_ptr<int32_t>());
+    select_topk<scalar_t>(scores.data_ptr<scalar_t>(), g, k, kept.data_ptr<int32_t>());
   });
   // Band order -> Mallat index.
   at::Tensor out = at::empty({g.N, k}, x.options().dtype(at::kLong));
   const int32_t* kp = kept.data_ptr<int32_t>();
   int64_t* op = out.data_ptr<int64_t>();
-  for (int64_t i = 0; i < g.N * k; ++i) {
-    const int64_t b = kp[i] / g.Pb, loc = kp[i] % g.Pb;
-    int64_t row, col;
-    if (loc >= g.ll_off) {
-      row = b;
-      col = loc - g.ll_off;
-    } else {
-      int64_t l = 1, t = 0;
-      while (!(loc < g.sec(l, t) + (g.B >> l) * (g.Wp >> l))) {
-        if (++t == 3) {
-          t = 0;
-          ++l;
-        }
-      }
-      const int64_t rows = g.B >> l, cols = g.Wp >> l, r = (loc - g.sec(l, t)) / cols;
-      row = b * rows + r + (t >= 1 ? (g.Hp >> l) : 0);
-      col = (loc - g.sec(l, t)) % cols + (t != 1 ? (g.Wp >> l) : 0);
-    }
-    op[i] = row * g.Wp + col;
-  }
+  for (int64_t i = 0; i < g.N * k; ++i) op[i] = mallat_index(g, kp[i]);
   return std::get<0>(out.sort(1));
 }
 

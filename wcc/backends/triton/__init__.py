@@ -22,8 +22,9 @@ import os
 import torch
 
 from wcc.backends._registry import ENV_VAR, Backend, register_backend, requested_backend
+from wcc.backends.reference import REFERENCE, has_nonfinite
 from wcc.config import WCCConfig
-from wcc.rules import check_input, keep_count
+from wcc.rules import check_op_args, keep_count
 
 __all__ = ["TritonBackend", "PRIORITY", "SUPPORTED_DTYPES", "MAX_LEVELS"]
 
@@ -78,13 +79,7 @@ class TritonBackend(Backend):
         return None
 
     def _check_call(self, x, weight, bias, act_alpha) -> None:
-        if weight.dim() != 2:
-            raise ValueError(f"the triton backend expects a (C_out, C_in) weight, got shape {tuple(weight.shape)}")
-        check_input(x, weight.shape[1], "WCC triton backend")
-        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-        if act_alpha.numel() != 1:
-            raise ValueError(f"act_alpha must be a scalar, got shape {tuple(act_alpha.shape)}")
+        check_op_args(x, weight, bias, act_alpha, "triton")
 
     def wcc_conv(self, x, weight, bias, act_alpha, config, weight_codes=None):
         """See :meth:`Backend.wcc_conv`. Under autocast the op runs in the autocast dtype, as
@@ -99,6 +94,8 @@ class TritonBackend(Backend):
         # The reference computes the quantizer in the activation dtype (wcc.quant._alpha_like).
         alpha = act_alpha.reshape(()).to(device=x.device, dtype=dtype)
         k = keep_count(x.shape[-2], x.shape[-1], config)
+        if has_nonfinite(x):
+            return REFERENCE.wcc_conv(x, weight, bias, act_alpha, config)
         with torch.autocast(x.device.type, enabled=False):
             return WCCTritonFunction.apply(
                 x.to(dtype), weight.to(dtype), bias, alpha, config.levels, k, config.act_bits
@@ -107,9 +104,12 @@ class TritonBackend(Backend):
     def keep_indices(self, x: torch.Tensor, config: WCCConfig) -> torch.Tensor:
         from wcc.backends.triton import _ops
 
+        k = keep_count(x.shape[-2], x.shape[-1], config)  # first: it validates `levels` for this size
+        if has_nonfinite(x):
+            return REFERENCE.keep_indices(x, config)
         with torch.no_grad():
             _, score = _ops.haar_score(x, config.levels, store_coeffs=False)
-            return _ops.select_kept(score, keep_count(x.shape[-2], x.shape[-1], config))
+            return _ops.select_kept(score, k)
 
 
 TRITON = register_backend(TritonBackend(), priority=PRIORITY)

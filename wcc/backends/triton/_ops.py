@@ -209,16 +209,21 @@ def haar_compact(x: torch.Tensor, levels: int, rank: torch.Tensor, k: int) -> to
 
 
 def select_kept(score: torch.Tensor, k: int) -> torch.Tensor:
-    """The k largest scores per image, as ``(N, k)`` int64 positions sorted ascending.
+    """The k highest-ranked scores per image, as ``(N, k)`` int64 positions sorted ascending.
 
-    torch.topk on the float32 score, as the reference: on tie-free scores the set is unique,
-    so this backend keeps exactly the reference's positions. A custom radix select would save
-    a little on very large images, but topk is already a single-pass radix select on CUDA and
-    its cost is small next to the transform and the GEMM. Sorting makes the compact columns
-    follow position order (better locality of the gathers) and gives the documented order.
+    Same ranking as the reference (:func:`wcc.backends.reference.select_from_score`):
+    non-finite scores rank as ``+inf`` and ties go to the lowest position. torch.topk finds the
+    k-th key (a single-pass radix select on CUDA); every key above it is kept, and of the keys
+    equal to it the lowest positions fill the rest (topk alone would pick among ties
+    arbitrarily). The mask's nonzero positions come out ascending, the documented order.
     """
-    idx = torch.topk(score, k, dim=1, sorted=False).indices
-    return idx.sort(dim=1).values
+    key = torch.nan_to_num(score, nan=float("inf"))
+    thr = torch.topk(key, k, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
+    above = key > thr
+    tie = key == thr
+    room = k - above.sum(dim=1, keepdim=True)  # how many ties each image keeps
+    keep = above | (tie & (tie.cumsum(dim=1) <= room))
+    return keep.nonzero()[:, 1].view(score.shape[0], k)
 
 
 def rank_map(idx: torch.Tensor, positions: int) -> torch.Tensor:
