@@ -154,7 +154,7 @@ def preflight(profile: Profile, spec: RunSpec, tables: list[str]) -> None:
 
     Raises :class:`DataError` listing the files and their problems (nothing is trained).
     """
-    from bench.preflight import CACHE_NAME, check_samples
+    from bench.tables.preflight import CACHE_NAME, check_samples
 
     named = []
     for table in tables:
