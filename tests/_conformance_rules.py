@@ -25,8 +25,8 @@ def documented_selection(x: torch.Tensor, cfg: WCCConfig) -> torch.Tensor:
     """(N, k) int64 kept positions by the documented rule, computed in float64 independently of any
     backend: highest channel energy first, a non-finite energy ranks as +inf, ties go to the lowest
     Mallat index."""
-    from wcc.rules import keep_count
     from wcc.haar import haar2d, pad_to_multiple
+    from wcc.rules import keep_count
 
     xp = pad_to_multiple(x.detach().cpu().double(), cfg.levels)
     energy = haar2d(xp, cfg.levels).flatten(2).square().sum(1)  # (N, P)
