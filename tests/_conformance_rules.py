@@ -1,4 +1,4 @@
-"""The shared rules every backend follows beyond the float contract (DESIGN 3.4, reference backend docstring):
+"""The shared rules every backend follows beyond the float contract (docs/design.md §3.4, reference backend docstring):
 ``levels`` is checked against the input's size, and NaN/Inf inputs have one defined selection.
 
 Used by the conformance battery (``tests/test_conformance.py``, every backend x device x dtype) and by

@@ -270,7 +270,7 @@ def test_case4_corrupt_record_on_resume_names_file_and_fix(tmp_path):
 
 
 def test_case5_impossible_levels_and_nan_inputs():
-    """The issue's two findings: the reference backend on levels far above a 2x2 map (12: the old
+    """Two findings of the robustness review: the reference backend on levels far above a 2x2 map (12: the old
     code allocated 16M per channel; 14 exhausted 24 GB, too costly to replay; 64: a TypeError), and
     the cpu backend against the reference when NaNs outnumber the kept coefficients. The same rules
     run for every backend x device x dtype in the conformance battery (tests/test_conformance.py)."""
