@@ -93,6 +93,22 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
 
 
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff on the whole tree (rules in pyproject.toml); needs no torch."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".", *session.posargs)
+
+
+@nox.session(venv_params=VENV_PARAMS)
+def typecheck(session: nox.Session) -> None:
+    """mypy on ``wcc`` and ``bench`` (settings in pyproject.toml)."""
+    _install(session, "test")
+    session.install("mypy>=1.10")
+    # "python -m": with a reused environment the mypy script may live outside the session.
+    session.run("python", "-m", "mypy", *session.posargs)
+
+
 @nox.session(venv_params=VENV_PARAMS)
 def smoke(session: nox.Session) -> None:
     """Build a WCC layer and check it against the dense conv (a 10-second sanity check)."""
@@ -143,38 +159,32 @@ def _timing_stamp() -> str:
 
 
 def _bench(session: nox.Session, device: str, default_timing_args: str) -> None:
-    """The pytest-benchmark suite (posargs go to pytest), then ``python -m bench timing``.
+    """``python -m bench timing`` into ``results/timing/<device>-<stamp>.json``.
 
-    pytest-benchmark writes its JSON (a results-store record, see benchmarks/conftest.py) to
-    ``results/pytest-benchmark/`` and autosaves a baseline in ``.benchmarks/`` for
-    ``--benchmark-compare``. ``WCC_TIMING_ARGS`` replaces the timing command's default
-    arguments; the timing command ends the session with its WCC / dense ratio table.
+    Arguments after ``--`` replace the default ones (so does ``WCC_TIMING_ARGS``); the command
+    ends the session with its WCC / dense ratio table. Judge a change with
+    ``python -m bench compare BASE NEW`` (the one regression gate).
     """
     import shlex
 
-    stamp = _timing_stamp()
-    os.makedirs("results/pytest-benchmark", exist_ok=True)
-    session.run("python", "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", f"--bench-device={device}",
-                f"--benchmark-json=results/pytest-benchmark/{device}-{stamp}.json", "--benchmark-autosave",
-                *session.posargs)
-    timing_args = shlex.split(os.environ.get("WCC_TIMING_ARGS", default_timing_args))
+    timing_args = session.posargs or shlex.split(os.environ.get("WCC_TIMING_ARGS", default_timing_args))
     session.run("python", "-m", "bench", "timing", "--device", device, "--out", "results",
-                "--name", f"{device}-{stamp}", *timing_args)
+                "--name", f"{device}-{_timing_stamp()}", *timing_args)
 
 
 @nox.session(venv_params=VENV_PARAMS)
 def bench_cpu(session: nox.Session) -> None:
-    """CPU timing: pytest-benchmark suite + ``bench timing --quick`` (full grid: WCC_TIMING_ARGS="").
+    """CPU timing: ``bench timing --quick`` (full grid: ``WCC_TIMING_ARGS=""``).
 
-    Compare against a saved baseline: ``nox -s bench_cpu -- --benchmark-compare
-    --benchmark-compare-fail=median:15%``.
+    Compare against an earlier record: ``python -m bench compare results/timing/OLD.json
+    results/timing/NEW.json``.
     """
     _install(session, "bench,cpu,runtimes")
     _bench(session, "cpu", "--quick")
 
 
 # bench_gpu's timing grid: bounded so that the whole session fits in about 10 minutes on one GPU
-# (the full grid is `WCC_TIMING_ARGS=""`). The issue's target shape (8, 256->256, 128x256) is in
+# (the full grid is `WCC_TIMING_ARGS=""`). The triton target shape (8, 256->256, 128x256; docs/design.md §8) is in
 # the "extra" set; the model benchmark is DeepLabV3+ at 1024x2048 in float16 (timing's default).
 BENCH_GPU_TIMING_ARGS = ("--shape-sets deeplabv3plus-mobilenetv2@1024x2048,extra --keep-ratios 1.0,0.25 --levels 3 "
                          "--dtypes float16 --directions fwd,fwdbwd --budget 0.3 --no-progress")

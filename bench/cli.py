@@ -15,9 +15,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("bench.info", "versions, backends and the device probes of this machine"),
     "timing": ("bench.timing.cli", "layer and model timing (WCC vs dense) with device probes, into the results store"),
-    "tables": ("bench.tables_cli", "rebuild the paper's Cityscapes and KITTI tables (train, evaluate, compare)"),
+    "tables": ("bench.tables.cli", "rebuild the paper's Cityscapes and KITTI tables (train, evaluate, compare)"),
     "report": ("bench.report.cli", "versioned HTML reports (tables, plots, regressions) from the results store"),
-    "compare": ("bench.compare", "improved / regressed / unchanged between two results; exit 1 on a regression"),
+    "compare": ("bench.report.compare", "improved / regressed / unchanged between two results; exit 1 on a regression"),
 }
 
 

@@ -20,7 +20,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["ResultStore", "SchemaError", "StoreConflictError", "atomic_write_text", "check_record_name", "validate", "SCHEMAS", "schema_id"]
+from bench.rows import LayerRow, ModelRow, TableRecord, row_schema
+
+__all__ = ["ResultStore", "SchemaError", "StoreConflictError", "atomic_write_text", "check_record_name",
+           "validate", "SCHEMAS", "schema_id"]
 
 
 class SchemaError(ValueError):
@@ -43,92 +46,22 @@ _ENV = {
     },
 }
 
-_NUM = {"type": ["number", "null"]}
+
+
+def _record_schema(fields: dict[str, Any], environment: dict[str, Any]) -> dict[str, Any]:
+    """A record kind's schema: the common header (schema id, time, environment) plus ``fields``."""
+    return {**fields, "required": ["schema", "created", "environment", *fields["required"]],
+            "properties": {**fields["properties"], "environment": environment}}
+
 
 # One schema per record kind. Kept here (not in each producer) so the report and compare code
-# can rely on them without importing producers.
-SCHEMAS: dict[str, dict[str, Any]] = {
-    "tables": {
-        "type": "object",
-        "required": ["schema", "created", "environment", "table", "row", "data", "profile", "config",
-                     "metrics", "bops", "bops_paper", "wall_time_s"],
-        "properties": {
-            "table": {"enum": ["cityscapes", "kitti"]},
-            "row": {"type": "object", "required": ["id", "precision", "shrinkage"]},
-            "data": {"type": "string"},  # data source, e.g. "SynthStreets 128x256 (synthetic)"
-            "profile": {"type": "string"},
-            "config": {"type": ["object", "null"]},
-            "metrics": {"type": "object", "additionalProperties": _NUM},
-            "metrics_paper": {"type": "object", "additionalProperties": _NUM},
-            "bops": {"type": "number"},
-            "bops_paper": {"type": "number"},
-            "wall_time_s": {"type": "number"},
-            "environment": _ENV,
-        },
-    },
-}
+# can rely on them without importing producers; the row-level parts derive from bench.rows.
+SCHEMAS: dict[str, dict[str, Any]] = {"tables": _record_schema(row_schema(TableRecord), _ENV)}
 
 
-# ---- timing (bench.timing): layer and model rows, raw samples kept for rank tests ----
-_INT0 = {"type": "integer", "minimum": 0}
-_STR_OR_NULL = {"type": ["string", "null"]}
-_TIMED = {  # fields every timed row carries; error set <=> nothing was timed
-    "median_s": _NUM,
-    "iqr_s": _NUM,
-    "n_samples": _INT0,
-    "samples": {"type": "array", "items": {"type": "number", "minimum": 0}},
-    "number": _INT0,
-    "ratio_to_dense": _NUM,
-    "error": _STR_OR_NULL,
-    "energy": {"type": ["object", "null"]},
-}
-_TIMED_OK = {  # a row without error has real statistics
-    "if": {"properties": {"error": {"type": "null"}}},
-    "then": {"properties": {"median_s": {"type": "number", "minimum": 0}, "iqr_s": {"type": "number", "minimum": 0},
-                            "n_samples": {"type": "integer", "minimum": 1},
-                            "samples": {"type": "array", "minItems": 1}}},
-}
-_LAYER_ROW = {
-    "type": "object",
-    "required": ["shape_set", "shape", "shape_label", "op", "direction", "dtype", "backend", "keep_ratio",
-                 "levels", "dense_op", *_TIMED],
-    "properties": {
-        "shape_set": {"type": "string"},
-        "shape": {"type": "object", "required": ["batch", "c_in", "c_out", "height", "width"],
-                  "additionalProperties": {"type": "integer", "minimum": 1}},
-        "shape_label": {"type": "string"},
-        # the deployed runtime ops are bench.timing.runtimes.RUNTIME_OPS (not imported: no torch here)
-        "op": {"enum": ["wcc", "dense_nchw", "dense_cl", "matmul", "quantconv", "ort_fp32", "ort_int8",
-                        "inductor_fp32", "openvino_fp32", "openvino_int8", "tensorrt_fp16", "tensorrt_int8"]},
-        "direction": {"enum": ["fwd", "fwdbwd"]},
-        "dtype": {"enum": ["float32", "float16", "bfloat16"]},
-        "backend": _STR_OR_NULL,
-        "keep_ratio": _NUM,
-        "levels": {"type": ["integer", "null"]},
-        "dense_op": _STR_OR_NULL,
-        **_TIMED,
-    },
-    **_TIMED_OK,
-}
-_MODEL_ROW = {
-    "type": "object",
-    "required": ["model", "variant", "backend", "input", "dtype", "keep_ratio", "peak_mem_bytes",
-                 "train_saved_bytes", "train_peak_bytes", *_TIMED],
-    "properties": {
-        "model": {"type": "string"},
-        "variant": {"type": "string"},
-        "backend": _STR_OR_NULL,
-        "input": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 4, "maxItems": 4},
-        "dtype": {"enum": ["float32", "float16", "bfloat16"]},
-        "keep_ratio": _NUM,
-        "peak_mem_bytes": {"type": ["integer", "null"]},
-        "train_saved_bytes": {"type": ["integer", "null"]},
-        "train_peak_bytes": {"type": ["integer", "null"]},
-        "memory_error": _STR_OR_NULL,
-        **_TIMED,
-    },
-    **_TIMED_OK,
-}
+# ---- timing (bench.timing): layer and model rows, derived from their typed definitions ----
+_LAYER_ROW = row_schema(LayerRow)
+_MODEL_ROW = row_schema(ModelRow)
 _PROBED_ENV = {  # timing results also carry the device probes (bench.timing.probes)
     "allOf": [_ENV, {"required": ["probes"],
                      "properties": {"probes": {"type": "object", "required": ["cpu", "nvml", "jetson"]}}}],
@@ -151,7 +84,7 @@ SCHEMAS["timing"] = {
         "environment": _PROBED_ENV,
     },
 }
-# pytest-benchmark's own JSON (``--benchmark-json``), tagged by benchmarks/conftest.py so that the
+# pytest-benchmark's own JSON (``--benchmark-json``), as the retired benchmarks/conftest.py tagged it so that the
 # file is a store record: its environment (with probes) and a ratio_to_dense in every extra_info.
 SCHEMAS["pytest-benchmark"] = {
     "type": "object",

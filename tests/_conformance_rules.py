@@ -1,4 +1,4 @@
-"""The shared rules every backend follows beyond the float contract (DESIGN 3.4, reference backend docstring):
+"""The shared rules every backend follows beyond the float contract (docs/design.md §3.4, reference backend docstring):
 ``levels`` is checked against the input's size, and NaN/Inf inputs have one defined selection.
 
 Used by the conformance battery (``tests/test_conformance.py``, every backend x device x dtype) and by
@@ -25,8 +25,8 @@ def documented_selection(x: torch.Tensor, cfg: WCCConfig) -> torch.Tensor:
     """(N, k) int64 kept positions by the documented rule, computed in float64 independently of any
     backend: highest channel energy first, a non-finite energy ranks as +inf, ties go to the lowest
     Mallat index."""
-    from wcc.backends.reference import keep_count
     from wcc.haar import haar2d, pad_to_multiple
+    from wcc.rules import keep_count
 
     xp = pad_to_multiple(x.detach().cpu().double(), cfg.levels)
     energy = haar2d(xp, cfg.levels).flatten(2).square().sum(1)  # (N, P)

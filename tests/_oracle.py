@@ -1,6 +1,6 @@
 """An independent, plainly written float64 WCC used as the test oracle.
 
-Written from DESIGN 3 with dense matrices instead of strided slicing, so it shares no code with
+Written from docs/design.md §3 with dense matrices instead of strided slicing, so it shares no code with
 wcc.haar or the backends: one Haar level on the h x w LL block X is ``A_h X A_w^T`` where the
 1-D analysis matrix ``A_n`` has averages (e_2i + e_2i+1)/sqrt2 in its first n/2 rows and
 differences (e_2i - e_2i+1)/sqrt2 in the rest; J levels recurse on the top-left block.

@@ -2,7 +2,7 @@
 
 Records have the exact shape the producers write: layer rows from the real timing grid
 (:class:`bench.timing.layer.LayerGrid`, ratios by :func:`bench.timing.layer.add_ratios`), model
-rows from :func:`bench.timing.model.model_cases`, table rows from :data:`bench.sweeps.SWEEPS`.
+rows from :func:`bench.timing.model.model_cases`, table rows from :data:`bench.tables.sweeps.SWEEPS`.
 Times follow a simple cost model (MACs / throughput, a per-backend WCC factor) and every sample
 carries noise: lognormal per-sample jitter (``noise``, default 3%), occasional outliers (3% of
 samples up to 1.5x), a per-run offset per row (``noise / 6``) and a per-run drift per machine
@@ -92,7 +92,7 @@ def _samples(rng: np.random.Generator, truth: float, n: int, noise: float) -> li
 
 
 def _timed(samples: list[float]) -> dict[str, Any]:
-    from bench.timing._timer import median_iqr
+    from bench.timing.harness import median_iqr
 
     med, iqr = median_iqr(samples)
     return {"median_s": med, "iqr_s": iqr, "n_samples": len(samples), "samples": samples, "number": 1, "warmup": 3,
@@ -190,8 +190,8 @@ _ABSREL = {"fp32": 0.12, "q8_8": 0.121, "q8_4": 0.13, "q8_2": 0.30, "wcc50": 0.1
 def table_records(machine: str, version: int, created: datetime, seed: int,
                   inject: Injected | None = None, package: str = "0.1.0") -> list[tuple[str, dict[str, Any]]]:
     """The 14 rows of both tables (synthetic profile) as (name, record)."""
-    from bench.paper import paper_row
-    from bench.sweeps import SWEEPS
+    from bench.tables.paper import paper_row
+    from bench.tables.sweeps import SWEEPS
 
     rng = np.random.default_rng(seed + 7)
     env = _env(machine, version, probes=False, package=package)

@@ -43,7 +43,8 @@ def test_paper_convention_scales_kept_fp_pointwise_convs():
     convert(m, WCCConfig(levels=1, keep_ratio=0.5), keep_fp=["0", "2"])
     costs = layer_costs(m, (1, 3, 8, 8))
     assert [c.pointwise for c in costs] == [False, True, True]
-    by_hand = (costs[0].dense_macs + (costs[1].dense_macs + costs[2].dense_macs) * 0.5) * 64 + costs[1].transform_macs * 8
+    by_hand = ((costs[0].dense_macs + (costs[1].dense_macs + costs[2].dense_macs) * 0.5) * 64
+               + costs[1].transform_macs * 8)
     assert bops(costs, "paper") == pytest.approx(by_hand / 1e9)
 
 

@@ -22,13 +22,12 @@ import torch
 from torch import nn
 
 from wcc import WCCConfig, WCCConv2d
-from wcc.backends import ENV_VAR, get_backend, select_backend
-from wcc.backends import cpu_build
+from wcc.backends import ENV_VAR, cpu_build, get_backend, select_backend
 from wcc.backends.cpu import unsigned_act_quant_inference, unsigned_act_quant_scratch
-from wcc.backends.reference import keep_count
 from wcc.haar import haar2d, pad_to_multiple
 from wcc.layers import QuantConv2d
 from wcc.quant import WeightCodes, unsigned_act_quant, weight_quant, weight_quant_codes
+from wcc.rules import keep_count
 
 CPU = get_backend("cpu")
 REFERENCE = get_backend("reference")

@@ -34,7 +34,8 @@ from wcc.backends import (
 CUDA = get_backend("cuda")
 _REPO = Path(__file__).resolve().parents[1]
 KERNEL_NAMES = ("haar_energy_kernel", "haar_gather_kernel", "topk_kernel", "gemm_wmma_kernel", "gemm_simt_kernel",
-                "gemm_int8_kernel", "gemm_imma_kernel", "scatter_ihaar_kernel", "quantize_kernel", "quant_backward_kernel")
+                "gemm_int8_kernel", "gemm_imma_kernel", "scatter_ihaar_kernel", "quantize_kernel",
+                "quant_backward_kernel")
 
 
 def _fake_cuda(*shape: int, dtype=torch.float16) -> torch.Tensor:

@@ -25,9 +25,10 @@ pytest.importorskip("triton", reason="triton is not installed (pip install 'wcc-
 import wcc.backends.reference as reference_module  # noqa: E402
 from wcc import WCCConfig, WCCConv2d  # noqa: E402
 from wcc.backends import BackendUnavailableError, get_backend, list_backends, select_backend  # noqa: E402
-from wcc.backends.reference import keep_count, select_positions  # noqa: E402
+from wcc.backends.reference import select_positions  # noqa: E402
 from wcc.haar import haar2d, pad_to_multiple  # noqa: E402
 from wcc.quant import signed_act_quant  # noqa: E402
+from wcc.rules import keep_count  # noqa: E402
 
 TRITON = get_backend("triton")
 REFERENCE = get_backend("reference")
@@ -381,7 +382,7 @@ def test_kernels_compile_for_hopper(monkeypatch):
 
 
 def test_benchmark_entry_point_runs(interpreted):
-    from wcc.backends.triton.bench import benchmark
+    from bench.timing.backend_bench import benchmark
 
     result = benchmark(1, 16, 16, 8, 16, torch.float32, device="cpu", warmup=0, reps=1, backward=True)
     assert set(result["ms"]) == {"dense", "reference", "triton", "triton-gather", "triton-compact"}
@@ -429,7 +430,7 @@ def test_gpu_layer_under_autocast(monkeypatch):
 @pytest.mark.gpu
 def test_gpu_benchmark_shape_runs(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    from wcc.backends.triton.bench import benchmark
+    from bench.timing.backend_bench import benchmark
 
     result = benchmark(warmup=2, reps=3)  # (8, 256->256, 128x256) fp16, keep 25%; timing not asserted
     assert "triton" in result["ms"] and "dense" in result["ms"]

@@ -7,13 +7,13 @@ from wcc import WCCConfig, WCCConv2d
 from wcc.backends import (
     Backend,
     BackendUnavailableError,
+    _registry,
     backend_status,
     get_backend,
     list_backends,
     register_backend,
     select_backend,
 )
-from wcc.backends import _registry
 
 
 class _Refusing(Backend):
@@ -51,7 +51,8 @@ def test_auto_skips_refusing_backend(refusing_backend):
 def test_error_lists_every_reason(refusing_backend, monkeypatch):
     for name in list_backends():
         if name != refusing_backend.name:
-            monkeypatch.setattr(get_backend(name), "unsupported_reason", lambda x, c, n=name: f"{n} disabled for this test")
+            monkeypatch.setattr(get_backend(name), "unsupported_reason",
+                                lambda x, c, n=name: f"{n} disabled for this test")
     with pytest.raises(BackendUnavailableError) as exc:
         select_backend(torch.randn(1, 2, 8, 8), WCCConfig())
     msg = str(exc.value)

@@ -15,7 +15,9 @@ def test_defaults_and_roundtrip():
 
 
 def test_frozen():
-    with pytest.raises(Exception):
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError, match="levels"):
         WCCConfig().levels = 2  # type: ignore[misc]
 
 

@@ -1,14 +1,15 @@
 """Backend conformance battery: every registered backend against the float64 reference.
 
 One set of cases and one tolerance table for all backends, parametrized by backend x device x
-dtype (test ids such as ``[backend:cpu-device:cpu-dtype:float32-...]``, so ``-k backend:cpu`` selects one backend). ``--device`` and
+dtype (test ids such as ``[backend:cpu-device:cpu-dtype:float32-...]``, so ``-k backend:cpu``
+selects one backend). ``--device`` and
 ``--dtype`` (tests/conftest.py) select the device and dtypes: by default ``cpu`` with float32 and
 float64, so CI runs ``reference``, ``cpu`` and ``triton`` (in the Triton interpreter, float32;
 it refuses float64). ``pytest --device cuda --dtype float16`` runs every CUDA-capable backend
 (``cuda``, ``triton``, ``reference``) on the GPU. A backend that cannot run a combination, or a
 case, is *skipped with its own refusal reason*, never passed.
 
-The contract (the reference backend is the specification, DESIGN 3.4):
+The contract (the reference backend is the specification, docs/design.md §3.4):
 
 * inputs are tie-free (the k-th and (k+1)-th float64 channel energies clearly apart), and then
   the kept positions equal the reference's exactly in float32/float64; in float16/bfloat16 the
@@ -44,9 +45,10 @@ from conftest import selected_device, selected_dtypes
 import wcc.backends.reference as reference_module
 from wcc import WCCConfig
 from wcc.backends import ENV_VAR, get_backend, list_backends
-from wcc.backends.reference import keep_count, select_positions
+from wcc.backends.reference import select_positions
 from wcc.haar import haar2d, pad_to_multiple
 from wcc.quant import weight_quant, weight_quant_codes
+from wcc.rules import keep_count
 
 REFERENCE = get_backend("reference")
 ALPHA = 8.0
@@ -232,7 +234,8 @@ def test_backend_matches_reference(backend_on, monkeypatch, shape, c_out, levels
     pytest.param((2, 8, 13, 21), 12, 2, 0.25, 8, id="J2-odd-q8"),
     pytest.param((1, 16, 9, 30), 20, 3, 0.5, 6, id="J3-odd-q6"),
 ])
-def test_integer_weight_codes_match_reference(backend_on, monkeypatch, shape, c_out, levels, keep, act_bits, weight_bits):
+def test_integer_weight_codes_match_reference(backend_on, monkeypatch, shape, c_out, levels, keep, act_bits,
+                                              weight_bits):
     """Inference with the weight's integer codes (the int8 GEMMs of the cpu and cuda backends;
     other backends ignore the hint) equals the float64 reference on the fake-quant weight."""
     backend, device, dtype = backend_on

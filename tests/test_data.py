@@ -13,12 +13,12 @@ from wcc.data import (
     DatasetLayoutError,
     KittiDepth,
     KittiItem,
+    _io,
     class_names,
     label_ids_to_train_ids,
     read_split_file,
     train_ids_to_label_ids,
 )
-from wcc.data import _io
 from wcc.data import transforms as T
 from wcc.data.kitti import parse_split_lines, write_split_file
 

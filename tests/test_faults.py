@@ -24,7 +24,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-SMOKE_SYNTH = {"num": 10, "size": (64, 128)}  # the smoke profile's SynthStreets (bench/sweeps/profiles.py)
+SMOKE_SYNTH = {"num": 10, "size": (64, 128)}  # the smoke profile's SynthStreets (bench/tables/profiles.py)
 
 
 def _bench(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -78,7 +78,7 @@ def test_case1_plain_checkpoint_still_loads(tmp_path):
 
 
 def test_case2_runs_started_in_the_same_second_get_distinct_ids(tmp_path, monkeypatch):
-    import bench.tables as tables
+    import bench.tables.run as tables
 
     class _Frozen(datetime):
         @classmethod
@@ -118,7 +118,7 @@ def _damaged_smoke_tree(out: Path) -> dict[str, Path]:
     import numpy as np
     from PIL import Image
 
-    from bench.sweeps.profiles import get_profile
+    from bench.tables.profiles import get_profile
     from wcc.data.synthetic import ensure_synthstreets
 
     prof = get_profile("smoke")
@@ -253,7 +253,7 @@ def test_case4_wrong_typed_record_names_file_and_field(tmp_path, field, value):
 
 def test_case4_corrupt_record_on_resume_names_file_and_fix(tmp_path):
     from bench.store import ResultStore
-    from bench.tables import RowJob, RunSpec, run_row
+    from bench.tables.run import RowJob, RunSpec, run_row
 
     spec = RunSpec("smoke", str(tmp_path / "out"), str(tmp_path / "results"), None, "cpu", "smoke-x", False)
     job = RowJob(spec, "kitti", "fp32")
@@ -270,7 +270,7 @@ def test_case4_corrupt_record_on_resume_names_file_and_fix(tmp_path):
 
 
 def test_case5_impossible_levels_and_nan_inputs():
-    """The issue's two findings: the reference backend on levels far above a 2x2 map (12: the old
+    """Two findings of the robustness review: the reference backend on levels far above a 2x2 map (12: the old
     code allocated 16M per channel; 14 exhausted 24 GB, too costly to replay; 64: a TypeError), and
     the cpu backend against the reference when NaNs outnumber the kept coefficients. The same rules
     run for every backend x device x dtype in the conformance battery (tests/test_conformance.py)."""
@@ -473,8 +473,8 @@ def test_case7_loader_workers_scale_with_the_machine(monkeypatch):
 def test_case7_preflight_checks_only_the_tables_that_run(tmp_path):
     import shutil
 
-    from bench.sweeps.profiles import get_profile
-    from bench.tables import prepare_run
+    from bench.tables.profiles import get_profile
+    from bench.tables.run import prepare_run
     from wcc.data.synthetic import ensure_synthstreets
 
     prof = get_profile("smoke")

@@ -12,7 +12,6 @@ import wcc
 from wcc.accounting import bops, layer_costs, total_macs
 from wcc.models import (
     DeepLabV3Plus,
-    DepthNet,
     deeplabv3plus_mobilenetv2,
     depth_mobilenetv2,
     disp_to_depth,
@@ -22,7 +21,7 @@ from wcc.models import (
 
 CITYSCAPES = (1, 3, 1024, 2048)
 KITTI = (1, 3, 192, 640)
-# Published Cityscapes BOPs (billions), DESIGN section 4.
+# Published Cityscapes BOPs (billions), docs/design.md §4.
 PAPER_BOPS = {"FP32": 36377, "8/8": 2273, "8/6": 1705, "8/4": 1136, 0.5: 1213, 0.25: 673, 0.125: 403}
 PAPER_MACS = 35.52e9  # = 36,377 B / (32 x 32)
 

@@ -1,11 +1,9 @@
-"""Quantizers: values and straight-through / learned-clip gradients as written in DESIGN 3.3."""
+"""Quantizers: values and straight-through / learned-clip gradients as written in docs/design.md §3.3."""
 
 import pytest
 import torch
 
 from wcc.quant import (
-    ActQuantizer,
-    WeightQuantizer,
     signed_act_quant,
     unsigned_act_quant,
     weight_quant,
@@ -103,8 +101,18 @@ def test_grid_size():
     assert unsigned_act_quant(x.clamp(min=0), torch.tensor(8.0), 4).unique().numel() == 16
 
 
-def test_modules_initial_clips():
-    assert ActQuantizer(8, signed=True).alpha.item() == 8.0
-    assert WeightQuantizer(8).alpha.item() == 3.0
+def test_layers_initial_clips():
+    # The published initial clips: activations 8.0, standardised weights 3.0.
+    from torch import nn
+
+    from wcc.config import WCCConfig
+    from wcc.layers import QuantConv2d, WCCConv2d
+
+    layers = (QuantConv2d(4, 4, 3, weight_bits=8, act_bits=8), WCCConv2d.from_conv2d(nn.Conv2d(4, 4, 1), WCCConfig()))
+    for layer in layers:
+        assert (layer.act_alpha.item(), layer.weight_alpha.item()) == (8.0, 3.0)
+
+
+def test_signed_needs_two_bits():
     with pytest.raises(ValueError, match="at least 2 bits"):
         signed_act_quant(torch.randn(3), torch.tensor(8.0), 1)

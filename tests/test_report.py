@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from _results_history import MACHINES, Injected, table_records, timing_record, write_history
+
 from bench.cli import main as bench_main
 from bench.report.load import LoadError, load_results, machine_of, version_of
 from bench.report.regressions import Rules, compare, measurements
+from bench.rows import LayerKey
 from bench.store import ResultStore
 
 VERSIONS = 4
@@ -57,7 +58,7 @@ def reports(history: tuple[Path, list[str]]) -> tuple[Path, list[str], object]:
 def _meas(version: str, values: dict[str, tuple[float, list[float] | None]], machine: str = "m1",
           rule: str = "timing", metric: str = "time", errors: dict[str, str] | None = None) -> pd.DataFrame:
     rows = [{"version": version, "machine": machine, "created": pd.Timestamp("2026-01-01", tz="UTC"),
-             "bench": "layer", "key": key, "label": key, "metric": metric, "rule": rule, "value": v,
+             "bench": "layer", "key": key, "label": str(key), "metric": metric, "rule": rule, "value": v,
              "samples": s, "error": (errors or {}).get(key)} for key, (v, s) in values.items()]
     return pd.DataFrame(rows)
 
@@ -96,9 +97,14 @@ def test_timing_rule_without_samples_falls_back_to_factor():
     assert row["status"] == "regressed" and "too few samples" in row["note"]
 
 
-def _layer_key(op: str, backend: str = "-", shape: str = "1x8x8@16x16") -> str:
+def _layer_key(op: str, backend: str | None = None, shape: str = "1x8x8@16x16") -> LayerKey:
     keep, levels = ("0.25", "3") if op == "wcc" else ("-", "-")
-    return f"timing|cpu|t2|extra|{shape}|{op}|fwd|float32|{backend}|{keep}|{levels}"
+    return LayerKey("timing", "cpu", "2", "extra", shape, op, "fwd", "float32", backend, keep, levels)
+
+
+def _by_key(df: pd.DataFrame) -> dict:
+    """Comparison rows by measurement identity (a named tuple: not an index label)."""
+    return {key: row for key, row in zip(df["key"], df.to_dict("records"))}
 
 
 def test_timing_drift_check_compares_wcc_rows_relative_to_dense():
@@ -108,27 +114,27 @@ def test_timing_drift_check_compares_wcc_rows_relative_to_dense():
         values = {}
         for op, ms in (("dense_cl", 10.0), ("matmul", 12.0), ("wcc", 4.0), ("quantconv", 15.0)):
             s = ms * 1e-3 * scale.get(op, 1.0) * rng.lognormal(0, 0.01, 15)
-            values[_layer_key(op, "cpu" if op == "wcc" else "-")] = (float(np.median(s)), list(s))
+            values[_layer_key(op, "cpu" if op == "wcc" else None)] = (float(np.median(s)), list(s))
         return _meas(version, values)
 
     base = run("a", {})
     # The whole machine 30% slower: dense rows report it, WCC / QuantConv2d rows are drift.
-    drift = compare(base, run("b", {op: 1.3 for op in ("dense_cl", "matmul", "wcc", "quantconv")})).set_index("key")
+    drift = _by_key(compare(base, run("b", {op: 1.3 for op in ("dense_cl", "matmul", "wcc", "quantconv")})))
     for op in ("dense_cl", "matmul"):
-        assert drift.loc[_layer_key(op), "status"] == "regressed"
-    for op, be in (("wcc", "cpu"), ("quantconv", "-")):
-        row = drift.loc[_layer_key(op, be)]
+        assert drift[_layer_key(op)]["status"] == "regressed"
+    for op, be in (("wcc", "cpu"), ("quantconv", None)):
+        row = drift[_layer_key(op, be)]
         assert row["status"] == "unchanged" and "machine drift" in row["note"], row["note"]
         assert row["change"] == pytest.approx(1.3, rel=0.05)
     # WCC alone 30% slower: a regression, also relative to dense.
-    real = compare(base, run("c", {"wcc": 1.3})).set_index("key").loc[_layer_key("wcc", "cpu")]
+    real = _by_key(compare(base, run("c", {"wcc": 1.3})))[_layer_key("wcc", "cpu")]
     assert real["status"] == "regressed" and "relative to the best dense op" in real["note"]
     # Faster WCC on a slower machine: improved both ways.
-    mixed = compare(base, run("d", {"dense_cl": 1.4, "matmul": 1.4, "wcc": 1 / 1.3})).set_index("key")
-    assert mixed.loc[_layer_key("wcc", "cpu"), "status"] == "improved"  # x0.77 raw, x0.55 relative
+    mixed = _by_key(compare(base, run("d", {"dense_cl": 1.4, "matmul": 1.4, "wcc": 1 / 1.3})))
+    assert mixed[_layer_key("wcc", "cpu")]["status"] == "improved"  # x0.77 raw, x0.55 relative
     # The check can be turned off: raw times alone decide.
     raw = compare(base, run("e", {op: 1.3 for op in ("dense_cl", "matmul", "wcc")}), rules=Rules(drift_check=False))
-    assert raw.set_index("key").loc[_layer_key("wcc", "cpu"), "status"] == "regressed"
+    assert _by_key(raw)[_layer_key("wcc", "cpu")]["status"] == "regressed"
 
 
 def test_timing_failures():
@@ -316,7 +322,7 @@ def test_report_cli(tmp_path: Path, history, capsys: pytest.CaptureFixture[str])
 
 
 def _pytest_benchmark_record(seed: int, slowdown: float) -> dict:
-    """A pytest-benchmark JSON as benchmarks/conftest.py tags it (raw samples saved)."""
+    """A pytest-benchmark JSON as the retired benchmarks/conftest.py tagged it (such records still load)."""
     from _results_history import _env
 
     rng = np.random.default_rng(seed)

@@ -127,7 +127,8 @@ class _Cluster:
 
     def logs(self) -> str:
         out = []
-        for p in sorted(self.root.glob("*.log")) + sorted(self.root.glob("*.stdout")) + [self.root / "munge" / "munged.log"]:
+        logs = sorted(self.root.glob("*.log")) + sorted(self.root.glob("*.stdout"))
+        for p in logs + [self.root / "munge" / "munged.log"]:
             if p.is_file():
                 out.append(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}")
         return "\n".join(out)

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from wcc.data import CityscapesSegmentation, KittiDepth, label_ids_to_train_ids
-from wcc.data import _io
+from wcc.data import CityscapesSegmentation, KittiDepth, _io, label_ids_to_train_ids
 from wcc.data import _synth_render as R
 from wcc.data import synthetic as S
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.paper import CITYSCAPES, KITTI
 from bench.store import ResultStore
-from bench.tables import CSV_COLUMNS, row_bops
+from bench.tables.paper import CITYSCAPES, KITTI
+from bench.tables.run import CSV_COLUMNS, row_bops
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,7 @@ def _read_csv(path):
 
 @pytest.mark.parametrize("row", ["fp32", "q8_8", "q8_6", "q8_4", "wcc50", "wcc25", "wcc12"])
 def test_cityscapes_bops_match_published(row):
-    from bench.sweeps import CITYSCAPES_SWEEP
+    from bench.tables.sweeps import CITYSCAPES_SWEEP
 
     r = CITYSCAPES_SWEEP.row(row)
     published = next(p.bops for p in CITYSCAPES if (p.precision, p.shrinkage) == (r.precision, r.shrinkage))

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from wcc import QuantConfig, WCCConfig, WCCConv2d
+from wcc import QuantConfig, WCCConfig
 from wcc.train import Recipe, Stage, load_checkpoint, run_stage, save_checkpoint, stage_paths
 from wcc.train.loops import StepBatches, train_steps
 

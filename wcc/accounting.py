@@ -1,4 +1,4 @@
-"""Cost accounting: MACs, BOPs, equivalent bits, activation bytes (DESIGN 3.7).
+"""Cost accounting: MACs, BOPs, equivalent bits, activation bytes (docs/design.md §3.7).
 
 Two BOP conventions:
 
@@ -15,7 +15,7 @@ butterfly is a 4-term sum of +-1 multiples; the 1/2 is a shift), over the padded
 forward transform of the input (C_in channels) and the inverse transform of the output (C_out
 channels). Its filter weights are +-1, so it counts at ``act_bits x 1`` bits. On DeepLabV3+ at
 1024x2048 that gives about 19 B at 8 bits, the rate-independent overhead fitted from the
-published rows (DESIGN 3.7).
+published rows (docs/design.md §3.7).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from wcc.config import WCCConfig
 from wcc.convert import is_wcc_candidate
 from wcc.haar import padded_size
 from wcc.layers import QuantConv2d, WCCConv2d
+from wcc.rules import keep_count
 
 __all__ = [
     "LayerCost",
@@ -112,7 +113,7 @@ def layer_costs(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerCos
             c = m.config
             n, _, h, w = in_s
             dense = n * m.out_channels * m.in_channels * h * w
-            k = max(1, int(padded_size(h, c.levels) * padded_size(w, c.levels) * c.keep_ratio))
+            k = keep_count(h, w, c)
             out.append(LayerCost(name, "wcc", in_s, out_s, dense, n * m.out_channels * m.in_channels * k,
                                  n * transform_macs(m.in_channels, m.out_channels, h, w, c.levels),
                                  c.weight_bits, c.act_bits, c.keep_ratio, True))
@@ -148,9 +149,9 @@ def bops(
             default the bits of the first quantized layer (FP32 when there is none).
     """
     if convention == "actual":
-        total = sum(c.macs * _bits(c.weight_bits) * _bits(c.act_bits) + c.transform_macs * _bits(c.act_bits)
-                    for c in costs)
-        return total / 1e9
+        actual = sum(c.macs * _bits(c.weight_bits) * _bits(c.act_bits) + c.transform_macs * _bits(c.act_bits)
+                     for c in costs)
+        return actual / 1e9
     if convention != "paper":
         raise ValueError(f"convention must be 'actual' or 'paper', got {convention!r}")
     if precision is None:
@@ -180,7 +181,7 @@ def activation_bytes(shape: tuple[int, int, int, int], config: WCCConfig) -> tup
     n, c, h, w = shape
     bits = FP_BITS if config.act_bits is None else config.act_bits
     hp, wp = padded_size(h, config.levels), padded_size(w, config.levels)
-    k = max(1, int(hp * wp * config.keep_ratio))
+    k = keep_count(h, w, config)
     compressed = n * (c * k * bits + hp * wp) / 8
     dense = n * c * h * w * bits / 8
     return compressed, dense

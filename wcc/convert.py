@@ -1,4 +1,4 @@
-"""Model surgery (DESIGN 3.5): swap convolutions for WCC / quantized layers.
+"""Model surgery (docs/design.md §3.5): swap convolutions for WCC / quantized layers.
 
 With a :class:`WCCConfig`, every 1x1 stride-1 groups-1 conv becomes a :class:`WCCConv2d` and
 every other conv a :class:`QuantConv2d` at the config's bits. With a :class:`QuantConfig`,
@@ -16,11 +16,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-import torch
 from torch import nn
 
 from wcc.config import QuantConfig, WCCConfig
 from wcc.layers import QuantConv2d, WCCConv2d
+from wcc.rules import wcc_incompatibility
 
 __all__ = ["convert", "ConversionReport", "ConversionEntry", "is_wcc_candidate"]
 
@@ -58,7 +58,7 @@ class ConversionReport:
         return "\n".join(lines + [f"total: {summary}"])
 
 
-def _describe(m: nn.Module) -> str:
+def _describe(m: nn.Conv2d | WCCConv2d) -> str:
     if isinstance(m, WCCConv2d):
         return f"{m.in_channels}->{m.out_channels} 1x1 s1 g1"
     k = "x".join(map(str, m.kernel_size))
@@ -66,29 +66,13 @@ def _describe(m: nn.Module) -> str:
 
 
 def is_wcc_candidate(m: nn.Module) -> bool:
-    """True for modules WCC replaces exactly: 1x1, stride 1, groups 1, no padding."""
-    if isinstance(m, WCCConv2d):
-        return True
-    if not isinstance(m, nn.Conv2d):
-        return False
-    pad_ok = m.padding in ("valid", "same") or tuple(m.padding) == (0, 0)
-    return tuple(m.kernel_size) == (1, 1) and tuple(m.stride) == (1, 1) and m.groups == 1 and pad_ok
+    """True for modules WCC replaces exactly: a WCC layer, or a conv that
+    :func:`wcc.rules.wcc_incompatibility` accepts (1x1, stride 1, groups 1, no padding)."""
+    return isinstance(m, WCCConv2d) or (isinstance(m, nn.Conv2d) and wcc_incompatibility(m) is None)
 
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def _wcc_to_conv(m: WCCConv2d) -> nn.Conv2d:
-    """A 1x1 QuantConv2d holding a WCC layer's weights (for WCC -> plain quantization)."""
-    conv = QuantConv2d(m.in_channels, m.out_channels, 1, bias=m.bias is not None,
-                       act_alpha=m.act_alpha.item(), weight_alpha=m.weight_alpha.item(),
-                       device=m.weight.device, dtype=m.weight.dtype)
-    with torch.no_grad():
-        conv.weight.copy_(m.weight)
-        if m.bias is not None:
-            conv.bias.copy_(m.bias)
-    return conv
 
 
 def convert(
@@ -127,8 +111,7 @@ def convert(
             new: nn.Module = WCCConv2d.from_conv2d(module, config)
             reason = "1x1 stride 1 groups 1"
         else:
-            src = _wcc_to_conv(module) if isinstance(module, WCCConv2d) else module
-            new = QuantConv2d.from_conv2d(src, weight_bits=config.weight_bits, act_bits=config.act_bits)
+            new = QuantConv2d.from_conv2d(module, weight_bits=config.weight_bits, act_bits=config.act_bits)
             reason = "plain quantization" if isinstance(config, QuantConfig) else "not a pointwise conv"
         new.train(module.training)
         _set_submodule(model, name, new)

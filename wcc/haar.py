@@ -127,36 +127,27 @@ def _inverse_levels(y: torch.Tensor, levels: int) -> torch.Tensor:
     return out
 
 
-class _Haar(torch.autograd.Function):
+class _HaarFn(torch.autograd.Function):
+    """The transform (``inverse=False``) or its inverse, with the other one as the backward."""
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, levels: int) -> torch.Tensor:  # type: ignore[override]
-        ctx.levels = levels
-        return _forward_levels(x, levels)
+    def forward(ctx, x: torch.Tensor, levels: int, inverse: bool) -> torch.Tensor:  # type: ignore[override]
+        ctx.levels, ctx.inverse = levels, inverse
+        return _inverse_levels(x, levels) if inverse else _forward_levels(x, levels)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]
-        # Orthogonal transform: the adjoint is the inverse.
-        return _IHaar.apply(g, ctx.levels), None
-
-
-class _IHaar(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, y: torch.Tensor, levels: int) -> torch.Tensor:  # type: ignore[override]
-        ctx.levels = levels
-        return _inverse_levels(y, levels)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
-        return _Haar.apply(g, ctx.levels), None
+        # Orthogonal transform: the adjoint of each direction is the other one.
+        return _HaarFn.apply(g, ctx.levels, not ctx.inverse), None, None
 
 
 def haar2d(x: torch.Tensor, levels: int) -> torch.Tensor:
     """J-level orthonormal Haar transform over the last two dims (Mallat layout, same shape)."""
     _check(x, levels)
-    return _Haar.apply(x, levels)
+    return _HaarFn.apply(x, levels, False)
 
 
 def ihaar2d(y: torch.Tensor, levels: int) -> torch.Tensor:
     """Inverse of :func:`haar2d` (its exact adjoint)."""
     _check(y, levels)
-    return _IHaar.apply(y, levels)
+    return _HaarFn.apply(y, levels, True)

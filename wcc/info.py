@@ -5,14 +5,13 @@ Never needs a GPU, Triton or a compiler: each backend's probe reports a reason i
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 
 import torch
 
 import wcc
-from wcc.backends import ENV_VAR, backend_status, get_backend, list_backends
+from wcc.backends import ENV_VAR, backend_status, forced_backend, get_backend, list_backends
 from wcc.config import WCCConfig
 
 _PROBE_SHAPE = (1, 8, 64, 64)
@@ -55,7 +54,7 @@ def info_lines() -> list[str]:
         f"torch {torch.__version__} (cuda build: {torch.version.cuda or 'no'}, "
         f"cuda available: {torch.cuda.is_available()})",
         f"threads: {torch.get_num_threads()}",
-        f"{ENV_VAR}={os.environ.get(ENV_VAR, '') or '(unset: auto)'}",
+        f"{ENV_VAR}={forced_backend() or '(unset: auto)'}",
         "backends (auto tries them in this order):",
     ]
     for st in backend_status():

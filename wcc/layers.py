@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from wcc.backends import wcc_conv
-from wcc.backends.cpu import unsigned_act_quant_inference, unsigned_act_quant_scratch
+# Layers use the backends' public entry points only (dispatch and the CPU activation quantizer),
+# never a backend's internals.
+from wcc.backends import unsigned_act_quant_inference, unsigned_act_quant_scratch, wcc_conv
 from wcc.config import QuantConfig, WCCConfig
 from wcc.quant import (
     ACT_ALPHA_INIT,
@@ -19,24 +19,9 @@ from wcc.quant import (
     weight_quant,
     weight_quant_codes,
 )
+from wcc.rules import check_input, wcc_incompatibility
 
 __all__ = ["WCCConv2d", "QuantConv2d", "check_input"]
-
-
-def check_input(x: torch.Tensor, in_channels: int, layer: str) -> None:
-    """Reject bad inputs with a message instead of a crash deep inside torch."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{layer} expects a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{layer} expects a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
-    if x.shape[1] != in_channels:
-        raise ValueError(
-            f"{layer} expects {in_channels} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})"
-        )
-    if not x.is_floating_point():
-        raise TypeError(f"{layer} expects a floating-point input, got {x.dtype}")
-    if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
-        raise ValueError(f"{layer} got an empty input of shape {tuple(x.shape)}")
 
 
 def _check_dtype(x: torch.Tensor, weight: torch.Tensor, layer: str) -> None:
@@ -65,6 +50,7 @@ def _cached_weight_quant(layer: nn.Module, bits: int | None, compute: Callable[[
     (one per derived form of the weight).
     """
     w, alpha = layer.weight, layer.weight_alpha
+    assert isinstance(w, torch.Tensor) and isinstance(alpha, torch.Tensor)
     if _needs_grad(w, alpha):
         setattr(layer, slot, None)
         return compute()
@@ -100,7 +86,7 @@ class WCCConv2d(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        fk = {"device": device, "dtype": dtype}
+        fk: dict[str, Any] = {"device": device, "dtype": dtype}
         self.config = config if config is not None else WCCConfig()
         if not isinstance(self.config, WCCConfig):
             raise TypeError(f"config must be a WCCConfig, got {type(self.config).__name__}")
@@ -113,20 +99,19 @@ class WCCConv2d(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
     @classmethod
-    def from_conv2d(cls, conv: nn.Conv2d, config: WCCConfig | None = None) -> "WCCConv2d":
+    def from_conv2d(cls, conv: "nn.Conv2d | WCCConv2d", config: WCCConfig | None = None) -> "WCCConv2d":
         """Build from a 1x1, stride-1, groups-1 conv (or a QuantConv2d/WCCConv2d: clips carry over)."""
         config = config if config is not None else WCCConfig()
         if isinstance(conv, nn.Conv2d):
-            _check_wcc_compatible(conv)
+            reason = wcc_incompatibility(conv)
+            if reason is not None:
+                raise ValueError(reason)
         elif not isinstance(conv, WCCConv2d):
             raise TypeError(f"expected an nn.Conv2d, got {type(conv).__name__}")
         act_alpha, weight_alpha = _clips_of(conv)
         layer = cls(conv.in_channels, conv.out_channels, conv.bias is not None, config, act_alpha, weight_alpha,
                     device=conv.weight.device, dtype=conv.weight.dtype)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias)
+        _copy_params(layer, conv)
         return layer
 
     def quantized_weight(self) -> torch.Tensor:
@@ -143,7 +128,8 @@ class WCCConv2d(nn.Module):
             return None
 
         # The statistics are over the whole tensor, so quantizing the (C_out, C_in) view is the same.
-        return _cached_weight_quant(self, bits, lambda: weight_quant_codes(self.weight.flatten(1), self.weight_alpha, bits),
+        return _cached_weight_quant(self, bits,
+                                    lambda: weight_quant_codes(self.weight.flatten(1), self.weight_alpha, bits),
                                     slot="_wcodes_cache")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,22 +147,14 @@ class WCCConv2d(nn.Module):
                 f"bits={c.label}, bias={self.bias is not None}, backend={c.backend!r}")
 
 
-def _check_wcc_compatible(conv: nn.Conv2d) -> None:
-    """WCC is exact only for pointwise convs: 1x1, stride 1, no padding or dilation effect, groups 1."""
-    ks = tuple(conv.kernel_size)
-    if ks != (1, 1):
-        raise ValueError(f"WCCConv2d needs a 1x1 conv: kernel_size={ks}")
-    if tuple(conv.stride) != (1, 1):
-        raise ValueError(f"WCCConv2d needs stride 1: stride={tuple(conv.stride)}")
-    if conv.groups != 1:
-        raise ValueError(f"WCCConv2d needs groups=1: groups={conv.groups}")
-    pad = conv.padding
-    if isinstance(pad, str):
-        if pad not in ("valid", "same"):
-            raise ValueError(f"WCCConv2d needs no padding: padding={pad!r}")
-    elif tuple(pad) != (0, 0):
-        raise ValueError(f"WCCConv2d needs padding 0: padding={tuple(pad)}")
-    # dilation has no effect on a 1x1 kernel.
+def _copy_params(layer: nn.Module, conv: nn.Module) -> None:
+    """Copy ``conv``'s weight (same shape) and bias, if any, into the freshly built ``layer``."""
+    weight, bias = conv.weight, conv.bias
+    assert isinstance(weight, torch.Tensor) and (bias is None or isinstance(bias, torch.Tensor))
+    with torch.no_grad():
+        layer.weight.copy_(weight)  # type: ignore[operator]
+        if bias is not None:
+            layer.bias.copy_(bias)  # type: ignore[operator]
 
 
 def _clips_of(conv: nn.Module) -> tuple[float, float]:
@@ -199,7 +177,7 @@ class QuantConv2d(nn.Conv2d):
         QuantConfig(weight_bits, act_bits)  # validates
         self.weight_bits = weight_bits
         self.act_bits = act_bits
-        fk = {"device": self.weight.device, "dtype": self.weight.dtype}
+        fk: dict[str, Any] = {"device": self.weight.device, "dtype": self.weight.dtype}
         self.act_alpha = nn.Parameter(torch.tensor(float(act_alpha), **fk))
         self.weight_alpha = nn.Parameter(torch.tensor(float(weight_alpha), **fk))
 
@@ -208,22 +186,22 @@ class QuantConv2d(nn.Conv2d):
         return QuantConfig(self.weight_bits, self.act_bits)
 
     @classmethod
-    def from_conv2d(cls, conv: nn.Conv2d, weight_bits: int | None = 8, act_bits: int | None = 8) -> "QuantConv2d":
-        """Build from any ``nn.Conv2d`` (or QuantConv2d: learned clips carry over)."""
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"expected an nn.Conv2d, got {type(conv).__name__}")
+    def from_conv2d(cls, conv: "nn.Conv2d | WCCConv2d", weight_bits: int | None = 8,
+                    act_bits: int | None = 8) -> "QuantConv2d":
+        """Build from any ``nn.Conv2d``, a QuantConv2d or a WCCConv2d (a 1x1 conv: WCC -> plain
+        quantization); learned clips carry over from the quantized layers."""
         act_alpha, weight_alpha = _clips_of(conv)
-        layer = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-            dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
-            padding_mode=conv.padding_mode, weight_bits=weight_bits, act_bits=act_bits,
-            act_alpha=act_alpha, weight_alpha=weight_alpha,
-            device=conv.weight.device, dtype=conv.weight.dtype,
-        )
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias)
+        if isinstance(conv, WCCConv2d):
+            geometry: dict[str, Any] = {"kernel_size": 1}
+        elif isinstance(conv, nn.Conv2d):
+            geometry = {"kernel_size": conv.kernel_size, "stride": conv.stride, "padding": conv.padding,
+                        "dilation": conv.dilation, "groups": conv.groups, "padding_mode": conv.padding_mode}
+        else:
+            raise TypeError(f"expected an nn.Conv2d, got {type(conv).__name__}")
+        layer = cls(conv.in_channels, conv.out_channels, **geometry, bias=conv.bias is not None,
+                    weight_bits=weight_bits, act_bits=act_bits, act_alpha=act_alpha, weight_alpha=weight_alpha,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
+        _copy_params(layer, conv)
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

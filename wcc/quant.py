@@ -1,4 +1,4 @@
-"""Reference-compatible fake quantizers with learned clip values (DESIGN 3.3).
+"""Reference-compatible fake quantizers with learned clip values (docs/design.md §3.3).
 
 All three quantizers map a tensor to ``alpha * q`` where ``q`` lies on a uniform grid in
 ``[-1, 1]`` (or ``(-inf, 1]`` for the unsigned one) and ``alpha`` is a learnable scalar clip.
@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 __all__ = [
     "signed_act_quant",
@@ -21,8 +20,6 @@ __all__ = [
     "weight_quant",
     "weight_quant_codes",
     "WeightCodes",
-    "ActQuantizer",
-    "WeightQuantizer",
     "ACT_ALPHA_INIT",
     "WEIGHT_ALPHA_INIT",
 ]
@@ -166,35 +163,3 @@ def weight_quant_codes(w: torch.Tensor, alpha: torch.Tensor, bits: int | None) -
         n = _levels(bits - 1)
         codes = _signed_codes(w_hat / a, n).to(torch.int8)
     return WeightCodes(codes=codes, alpha=float(a), levels=n)
-
-
-class ActQuantizer(nn.Module):
-    """Activation fake-quantizer with a learned clip ``alpha`` (initial 8.0)."""
-
-    def __init__(self, bits: int | None, signed: bool, alpha: float = ACT_ALPHA_INIT) -> None:
-        super().__init__()
-        self.bits = bits
-        self.signed = signed
-        self.alpha = nn.Parameter(torch.tensor(float(alpha)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fn = signed_act_quant if self.signed else unsigned_act_quant
-        return fn(x, self.alpha, self.bits)
-
-    def extra_repr(self) -> str:
-        return f"bits={self.bits}, signed={self.signed}"
-
-
-class WeightQuantizer(nn.Module):
-    """Standardising weight fake-quantizer with a learned clip ``alpha`` (initial 3.0)."""
-
-    def __init__(self, bits: int | None, alpha: float = WEIGHT_ALPHA_INIT) -> None:
-        super().__init__()
-        self.bits = bits
-        self.alpha = nn.Parameter(torch.tensor(float(alpha)))
-
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return weight_quant(w, self.alpha, self.bits)
-
-    def extra_repr(self) -> str:
-        return f"bits={self.bits}"

@@ -6,7 +6,7 @@
 * :mod:`bench.report.plots` / :mod:`bench.report.sections` - figures and tables;
 * :mod:`bench.report.build` - one static folder per version plus an index;
 * ``python -m bench report`` (:mod:`bench.report.cli`) and ``python -m bench compare``
-  (:mod:`bench.compare`).
+  (:mod:`bench.report.compare`).
 
 Nothing is imported here eagerly: pandas, matplotlib and scipy load only when a report or a
 comparison is made.

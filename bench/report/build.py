@@ -54,10 +54,14 @@ _FINGERPRINT = ".inputs.sha256"
 
 
 def _code_digest() -> str:
-    """The report code, templates and published numbers: a change in any rebuilds everything."""
+    """The report code, templates, the row model, the baseline rule and the published numbers: a
+    change in any rebuilds everything."""
     here = Path(__file__).resolve().parent
+    bench = here.parent
     digest = hashlib.sha256()
-    for path in sorted([*here.glob("*.py"), *(here / "templates").glob("*.j2"), here.parent / "paper.py"]):
+    inputs = [*here.glob("*.py"), *(here / "templates").glob("*.j2"), bench / "tables" / "paper.py",
+              bench / "rows.py", bench / "baseline.py"]
+    for path in sorted(inputs):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
@@ -140,11 +144,9 @@ def _accuracy_section(cur: Results, upto_tables: pd.DataFrame, flagged: pd.DataF
         same = same[[(t, d) in shown for t, d in zip(same["table"], same["data"])]]
         bad = flagged[(flagged["bench"] == "accuracy") & (flagged["machine"] == machine)]
         marks = set()
-        for v, key in zip(bad["new_version"], bad["key"]):
-            parts = key.split("|")  # table|profile|data|row (see regressions.measurements)
-            table, prof, data, row_id = parts[0], parts[1], "|".join(parts[2:-1]), parts[-1]
-            if prof == profile and (table, data) in shown:
-                marks.add((v, f"{table}|{row_id}"))
+        for v, key in zip(bad["new_version"], bad["key"]):  # AccuracyKey (see regressions.measurements)
+            if key.profile == profile and (key.table, key.data) in shown:
+                marks.add((v, f"{key.table}|{key.row_id}"))
         versions = [v for v in order if v in set(same["version"])]
         fig = plots.accuracy_history(same, versions, version, marks, img / f"history_accuracy_{i}.png")
         sources = "; ".join(sorted({d for _, d in shown}))
@@ -243,7 +245,7 @@ def _build_version(results: Results, n_meas: pd.Series, hist: pd.DataFrame, summ
     upto_tables = results.tables[results.tables["version"].isin(upto_versions)]
     hist_v = hist[hist["new_version"] == version]
     flagged = hist[hist["new_version"].isin(upto_versions) & (hist["status"] == "regressed")]
-    ctx = {
+    ctx: dict[str, Any] = {
         "info": _version_info(results, version),
         "machines": [(m, cur.machines[m]) for m in sorted(cur.machines)],
         "regressions": _regression_section(hist_v, int(n_meas.get(version, 0)),

@@ -131,7 +131,7 @@ def env_card(env: dict[str, Any], energy_source: str | None = None) -> list[tupl
                 ("python", _fmt(env.get("python")))]
     identity += [(p, _fmt(v)) for p, v in pk.items()]
     identity += [("torch CUDA build", _fmt(env.get("torch_cuda"))), ("GPU (torch)", _fmt(env.get("gpu")))]
-    probes = env.get("probes") if isinstance(env.get("probes"), dict) else {}
+    probes: dict[str, Any] = env["probes"] if isinstance(env.get("probes"), dict) else {}
     cpu = probes.get("cpu") if isinstance(probes.get("cpu"), dict) else env.get("cpu") or {}
     sections = [("Software", identity)]
     peaks = env.get("peaks")

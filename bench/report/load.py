@@ -29,27 +29,24 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from bench.rows import LayerRow, ModelRow, TableRecord, report_columns, required_report_fields
+
 __all__ = ["Results", "LoadError", "load_results", "record_files", "version_of", "machine_of", "KINDS"]
 
 KINDS = ("tables", "timing", "pytest-benchmark")
 _SCHEMA_RE = re.compile(r"^wcc-bench/([a-z-]+)/v1$")
 # Fields the loader reads, per kind (top level; rows are checked in the row readers).
 _REQUIRED = {
-    "tables": ("environment", "created", "table", "row", "data", "profile", "metrics", "bops", "bops_paper"),
+    "tables": ("environment", "created", *required_report_fields(TableRecord)),
     "timing": ("environment", "created", "name", "device", "layer_rows", "model_rows"),
     "pytest-benchmark": ("environment", "created", "benchmarks"),
 }
-_LAYER_FIELDS = ("shape_set", "shape_label", "op", "direction", "dtype", "backend", "keep_ratio", "levels",
-                 "median_s", "iqr_s", "samples", "ratio_to_dense", "error")
-_MODEL_FIELDS = ("model", "variant", "backend", "input", "dtype", "keep_ratio", "median_s", "iqr_s", "samples",
-                 "ratio_to_dense", "peak_mem_bytes", "train_saved_bytes", "train_peak_bytes", "error")
+# Timing rows: the columns and the fields every row must have come from the typed rows (bench.rows).
+_LAYER_FIELDS = tuple(required_report_fields(LayerRow))
+_MODEL_FIELDS = tuple(required_report_fields(ModelRow))
 
-# Deployed-runtime baselines and the floor (bench.timing.runtimes / floor); absent (NaN) in
-# records written before they existed.
-_LAYER_OPTIONAL = ("ratio_to_best_runtime", "best_runtime_op", "best_runtime_median_s", "runtime", "precision",
-                   "max_rel_err", "floor_s", "floor_ratio")
-_MODEL_OPTIONAL = ("ratio_to_best_runtime", "best_runtime", "best_runtime_median_s", "runtime_op", "runtime",
-                   "precision", "max_rel_err", "floor_s", "floor_ratio")
+# Optional report columns (the deployed-runtime baselines and the floor, ...) are the row
+# model's non-required fields: absent (NaN) in records written before they existed.
 
 
 class LoadError(ValueError):
@@ -220,13 +217,13 @@ def _row_frame(base: dict[str, Any], rows: list[dict[str, Any]], fields: tuple[s
 
 def _layer_rows(base: dict[str, Any], rec: dict[str, Any], path: Path) -> pd.DataFrame:
     _rows(path, rec["layer_rows"], _LAYER_FIELDS, "layer_rows")
-    fields = (*_LAYER_FIELDS, "dense_op", "dense_median_s", *_LAYER_OPTIONAL)
-    return _row_frame(base, rec["layer_rows"], fields, {"source": "timing", "device": rec["device"]})
+    return _row_frame(base, rec["layer_rows"], tuple(report_columns(LayerRow)),
+                      {"source": "timing", "device": rec["device"]})
 
 
 def _model_rows(base: dict[str, Any], rec: dict[str, Any], path: Path) -> pd.DataFrame:
     _rows(path, rec["model_rows"], _MODEL_FIELDS, "model_rows")
-    df = _row_frame(base, rec["model_rows"], (*_MODEL_FIELDS, "memory_error", *_MODEL_OPTIONAL),
+    df = _row_frame(base, rec["model_rows"], tuple(report_columns(ModelRow)),
                     {"source": "timing", "device": rec["device"]})
     df["input"] = ["x".join(str(v) for v in i) for i in df["input"]]
     return df
@@ -250,12 +247,8 @@ _COLUMNS = {
     "tables": ["table", "row_id", "precision", "shrinkage", "data", "synthetic", "profile", "run_id", "device",
                "keep_ratio", "act_bits", "weight_bits", "levels", "config_kind", "bops", "bops_paper",
                "bops_convention", "metrics", "metrics_paper"],
-    "layer": ["source", "device", "shape_set", "shape_label", "op", "direction", "dtype", "backend", "keep_ratio",
-              "levels", "median_s", "iqr_s", "samples", "ratio_to_dense", "dense_op", "dense_median_s", "error",
-              *_LAYER_OPTIONAL],
-    "model": ["source", "device", "model", "variant", "backend", "input", "dtype", "keep_ratio", "median_s", "iqr_s",
-              "samples", "ratio_to_dense", "peak_mem_bytes", "train_saved_bytes", "train_peak_bytes", "error",
-              "memory_error", *_MODEL_OPTIONAL],
+    "layer": ["source", "device", *report_columns(LayerRow)],
+    "model": ["source", "device", *report_columns(ModelRow)],
     "pbench": ["source", "name", "case", "op", "backend", "median_s", "iqr_s", "samples", "n_samples", "ratio_to_dense",
                "error"],
 }

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from bench.paper import CITYSCAPES, KITTI  # noqa: E402
+from bench.tables.paper import CITYSCAPES, KITTI  # noqa: E402
 from wcc.accounting import equivalent_bits  # noqa: E402
 
 __all__ = ["REPRESENTATIVE_CHANNELS", "equivalent_bits_of", "accuracy_vs_bits", "speed_heatmap", "model_plot",
@@ -131,7 +131,10 @@ def equivalent_bits_of(precision: str, shrinkage: str, channels: int = REPRESENT
 
 def _series(points: list[tuple[str, str, float | None]]) -> tuple[list[float], list[float], list[float], list[float]]:
     """Split (precision, shrinkage, value) points into (plain x, plain y, wcc x, wcc y)."""
-    px, py, wx, wy = [], [], [], []
+    px: list[float] = []
+    py: list[float] = []
+    wx: list[float] = []
+    wy: list[float] = []
     for precision, shrinkage, value in points:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
@@ -151,7 +154,9 @@ def accuracy_vs_bits(tables: pd.DataFrame, path: Path) -> Path:
     for table in ("cityscapes", "kitti"):
         metric, _ = HEADLINE_METRIC[table]
         rows, source = _PUBLISHED[table]
-        lines = [("o--", "white", palette[0], f"published, plain quant. ({source})"),
+        # (marker format, marker face or None for the line colour, line colour, legend text)
+        lines: list[tuple[str, str | None, Any, str]] = [
+                 ("o--", "white", palette[0], f"published, plain quant. ({source})"),
                  ("s--", "white", palette[1], f"published, WCC ({source})")]
         points = [_series([(r.precision, r.shrinkage, r.metrics.get(metric)) for r in rows])]
         sub = tables[tables["table"] == table]
@@ -167,7 +172,8 @@ def accuracy_vs_bits(tables: pd.DataFrame, path: Path) -> Path:
     for ax, (table, lines, points), texts in zip(lay.axes[0], panels, labels):
         for k, (fmt, face, colour, _) in enumerate(lines):
             xs, ys = points[k // 2][2 * (k % 2)], points[k // 2][2 * (k % 2) + 1]
-            ax.plot(xs, ys, fmt, color=colour, label=texts[k], **({"mfc": face} if face else {}))
+            face_style: dict[str, Any] = {"mfc": face} if face else {}
+            ax.plot(xs, ys, fmt, color=colour, label=texts[k], **face_style)
         ax.set_xscale("log", base=2)
         ax.set_xticks([1, 2, 4, 6, 8, 32], ["1", "2", "4", "6", "8", "32"])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -296,7 +302,7 @@ def model_plot(model: pd.DataFrame, machines: dict[str, str], path: Path) -> Pat
         axes[1].bar(xs, grp["peak_mem_bytes"].astype(float) / 2**20, width=width, color=palette[name])
         axes[1].hlines(grp["train_saved_bytes"].astype(float) / 2**20, np.subtract(xs, width / 2),
                        np.add(xs, width / 2), color="black", lw=1.6,
-                       label="training activations saved" if i == 0 else None)
+                       label="training activations saved" if i == 0 else "_nolegend_")
     latency = ok["median_s"].astype(float)
     if latency.max() > 20 * latency.min():  # CPU and GPU rows together: one linear axis hides the GPU
         _plain_log(axes[0])

@@ -1,11 +1,13 @@
 """Regression rules: what counts as improved, regressed or unchanged between two sets of results.
 
 Everything measured becomes one row of a long *measurements* frame (:func:`measurements`):
-``(machine, bench, key, metric) -> value (+ raw samples)``. ``key`` spells out the configuration
-(layer: source, device, torch threads, shape set, shape, op, direction, dtype, backend, keep
-ratio, levels; model: source, device, threads, model, input, dtype, variant, backend; accuracy:
-table, profile, data source, row), so two values are compared only when machine, bench, key and
-metric are all equal - never across machines or configurations.
+``(machine, bench, key, metric) -> value (+ raw samples)``. ``key`` is the measurement's identity,
+a named tuple derived from the typed rows (:mod:`bench.rows`): layer, :data:`bench.rows.LayerKey`
+(source, device, torch threads, shape set, shape, op, direction, dtype, backend, keep ratio,
+levels); model, :data:`bench.rows.ModelKey` (source, device, threads, model, variant, backend,
+input, dtype); accuracy, :data:`bench.rows.AccuracyKey` (table, profile, data source, row). Two
+values are compared only when machine, bench, key and metric are all equal - never across
+machines or configurations.
 
 Rules (:class:`Rules`):
 
@@ -33,6 +35,9 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from bench.baseline import best_dense
+from bench.rows import AccuracyKey, LayerKey, ModelKey, PytestBenchmarkKey
+
 __all__ = ["Tolerance", "Rules", "ACCURACY_TOLERANCES", "measurements", "compare", "history", "unmatched",
            "family", "group_summary", "STATUSES", "COMPARE_COLUMNS"]
 
@@ -52,7 +57,10 @@ class Tolerance:
             raise ValueError("give exactly one of abs= and rel=")
 
     def allowed(self, base: float) -> float:
-        return self.abs if self.abs is not None else self.rel * abs(base)
+        if self.abs is not None:
+            return self.abs
+        assert self.rel is not None  # __post_init__: exactly one is set
+        return self.rel * abs(base)
 
     def describe(self) -> str:
         size = f"{self.abs:g} absolute" if self.abs is not None else f"{self.rel:.0%} relative"
@@ -117,7 +125,7 @@ def _col(df: pd.DataFrame, name: str) -> list[Any]:
     return df[name].tolist()
 
 
-def _frame(df: pd.DataFrame, bench: str, keys: list[str], labels: list[str], metric: str, rule: str,
+def _frame(df: pd.DataFrame, bench: str, keys: list[Any], labels: list[str], metric: str, rule: str,
            value: Any, samples: Any, error: Any) -> pd.DataFrame:
     return pd.DataFrame({"version": df["version"].to_numpy(), "machine": df["machine"].to_numpy(),
                          "created": df["created"].to_numpy(), "bench": bench, "key": keys, "label": labels,
@@ -127,8 +135,8 @@ def _frame(df: pd.DataFrame, bench: str, keys: list[str], labels: list[str], met
 def _accuracy(df: pd.DataFrame, rules: Rules) -> list[pd.DataFrame]:
     if not len(df):
         return []
-    keys = [f"{t}|{p}|{d}|{r}" for t, p, d, r in zip(_col(df, "table"), _col(df, "profile"), _col(df, "data"),
-                                                       _col(df, "row_id"))]
+    fields: tuple[str, ...] = AccuracyKey._fields
+    keys = [AccuracyKey._make(parts) for parts in zip(*(_col(df, c) for c in fields))]
     labels = [f"{'Cityscapes-table' if t == 'cityscapes' else 'KITTI-table'} {pr} {sh} [{p}; {d}]" for t, pr, sh, p, d
               in zip(_col(df, "table"), _col(df, "precision"), _col(df, "shrinkage"), _col(df, "profile"),
                      _col(df, "data"))]
@@ -148,14 +156,15 @@ def _layer(df: pd.DataFrame) -> list[pd.DataFrame]:
     if not len(df):
         return []
     keys, labels = [], []
-    cols = [_col(df, c) for c in ("source", "device", "threads", "shape_set", "shape_label", "op", "direction",
-                                  "dtype", "backend")]
-    cols += [[_num(v) for v in _col(df, c)] for c in ("keep_ratio", "levels")]
-    for src, dev, thr, sset, shape, op, dirn, dt, be, keep, lv in zip(*cols):
-        thr = _num(thr)
-        keys.append(f"{src}|{dev}|t{thr}|{sset}|{shape}|{op}|{dirn}|{dt}|{be}|{keep}|{lv}")
-        name = f"wcc[{be} k={keep} J={lv}]" if op == "wcc" else op
-        labels.append(f"{sset} {shape} {dirn} {dt} {name} ({dev}, {thr} thr)")
+    # Numbers as text (``0.25``, ``-``), so equal settings are equal keys (NaN never is).
+    numeric = ("threads", "keep_ratio", "levels")
+    cols = [[_num(v) for v in _col(df, c)] if c in numeric else [_opt(v) for v in _col(df, c)]
+            for c in LayerKey._fields]
+    for key in map(LayerKey._make, zip(*cols)):
+        keys.append(key)
+        name = f"wcc[{key.backend} k={key.keep_ratio} J={key.levels}]" if key.op == "wcc" else key.op
+        labels.append(f"{key.shape_set} {key.shape_label} {key.direction} {key.dtype} {name} "
+                      f"({key.device}, {key.threads} thr)")
     return [_frame(df, "layer", keys, labels, "time", "timing", df["median_s"].to_numpy(), df["samples"].to_numpy(),
                    df["error"].to_numpy())]
 
@@ -164,11 +173,12 @@ def _model(df: pd.DataFrame) -> list[pd.DataFrame]:
     if not len(df):
         return []
     keys, labels = [], []
-    for src, dev, thr, model, inp, dt, var, be in zip(
-            *(_col(df, c) for c in ("source", "device", "threads", "model", "input", "dtype", "variant", "backend"))):
-        be, thr = _opt(be), _num(thr)
-        keys.append(f"{src}|{dev}|t{thr}|{model}|{inp}|{dt}|{var}|{be}")
-        labels.append(f"{model} {inp} {dt} {var}" + (f" [{be}]" if be else "") + f" ({dev}, {thr} thr)")
+    cols = [[_num(v) for v in _col(df, c)] if c == "threads" else [_opt(v) for v in _col(df, c)]
+            for c in ModelKey._fields]
+    for key in map(ModelKey._make, zip(*cols)):
+        keys.append(key)
+        backend = f" [{key.backend}]" if key.backend else ""
+        labels.append(f"{key.model} {key.input} {key.dtype} {key.variant}{backend} ({key.device}, {key.threads} thr)")
     out = [_frame(df, "model", keys, labels, "time", "timing", df["median_s"].to_numpy(), df["samples"].to_numpy(),
                   df["error"].to_numpy())]
     mem_error = [_opt(e) or _opt(m) for e, m in zip(_col(df, "error"), _col(df, "memory_error"))]
@@ -180,7 +190,7 @@ def _model(df: pd.DataFrame) -> list[pd.DataFrame]:
 def _pbench(df: pd.DataFrame) -> list[pd.DataFrame]:
     if not len(df):
         return []
-    keys = [f"pytest-benchmark|t{_num(t)}|{n}" for t, n in zip(_col(df, "threads"), _col(df, "name"))]
+    keys = [PytestBenchmarkKey("pytest-benchmark", _num(t), n) for t, n in zip(_col(df, "threads"), _col(df, "name"))]
     labels = [f"{n} ({_num(t)} thr)" for t, n in zip(_col(df, "threads"), _col(df, "name"))]
     return [_frame(df, "pytest-benchmark", keys, labels, "time", "timing", df["median_s"].to_numpy(),
                    df["samples"].to_numpy(), df["error"].to_numpy())]
@@ -287,29 +297,25 @@ def _accuracy_rule(row: dict[str, Any], rules: Rules) -> tuple[str, float | None
 
 _RULES = {"timing": _timing, "memory": _memory, "accuracy": _accuracy_rule}
 
-_DENSE_OPS = ("dense_nchw", "dense_cl", "matmul")
 _CHECKED_OPS = ("wcc", "quantconv")
 
 
-def _layer_config(key: str) -> tuple[str, str] | None:
-    """(op, the key without op, backend, keep ratio and levels) of a layer key, else None."""
-    parts = key.split("|")
-    if len(parts) != 11:
+def _layer_group(key: Any) -> Any:
+    """The configuration a layer key shares with its dense baselines (op and WCC settings cleared),
+    or None for a key that is not a layer identity."""
+    if not isinstance(key, LayerKey):
         return None
-    return parts[5], "|".join(parts[:5] + parts[6:8])
+    return key._replace(op=None, backend=None, keep_ratio=None, levels=None)
 
 
-def _best_dense(meas: pd.DataFrame) -> dict[tuple[str, str], float]:
-    """(machine, layer configuration) -> median time of the fastest dense op measured for it."""
-    best: dict[tuple[str, str], float] = {}
+def _best_dense(meas: pd.DataFrame) -> dict[Any, float]:
+    """(machine, layer configuration) -> median time of the best dense op measured for it."""
     rows = meas[(meas["bench"] == "layer") & (meas["metric"] == "time")]
-    for machine, key, value, error in zip(rows["machine"], rows["key"], rows["value"], rows["error"]):
-        cfg = _layer_config(key)
-        value = _opt(value)
-        if cfg is None or cfg[0] not in _DENSE_OPS or _opt(error) or value is None or not value > 0:
-            continue
-        best[(machine, cfg[1])] = min(value, best.get((machine, cfg[1]), math.inf))
-    return best
+    items = [(m, k, None if _opt(e) else _opt(v))
+             for m, k, v, e in zip(rows["machine"], rows["key"], rows["value"], rows["error"])
+             if isinstance(k, LayerKey)]
+    best = best_dense(items, lambda it: (it[0], _layer_group(it[1])), lambda it: it[1].op, lambda it: it[2])
+    return {g: float(it[2]) for g, it in best.items() if it[2] is not None}
 
 
 def _drift_check(pairs: pd.DataFrame, status: pd.Series, change: pd.Series, note: pd.Series,
@@ -318,11 +324,11 @@ def _drift_check(pairs: pd.DataFrame, status: pd.Series, change: pd.Series, note
     dense_base, dense_new = _best_dense(base), _best_dense(new)
     for idx in status.index[(status != "unchanged") & (pairs["bench"] == "layer") & pairs["error_new"].isna()
                             & pairs["error_base"].isna()]:
-        cfg = _layer_config(pairs.at[idx, "key"])
-        if cfg is None or cfg[0] not in _CHECKED_OPS:
+        key = pairs.at[idx, "key"]
+        if not isinstance(key, LayerKey) or key.op not in _CHECKED_OPS:
             continue
-        machine = pairs.at[idx, "machine"]
-        db, dn = dense_base.get((machine, cfg[1])), dense_new.get((machine, cfg[1]))
+        group = (pairs.at[idx, "machine"], _layer_group(key))
+        db, dn = dense_base.get(group), dense_new.get(group)
         if db is None or dn is None or not change[idx] == change[idx]:
             continue
         dense_change = dn / db
@@ -399,17 +405,15 @@ def history(meas: pd.DataFrame, order: list[str], rules: Rules | None = None) ->
     return pd.concat(frames, ignore_index=True)
 
 
-def family(bench: str, key: str, label: str) -> str:
+def family(bench: str, key: Any, label: str) -> str:
     """The configuration a measurement belongs to, minus shape, levels and direction (layer) -
     so that one cause hitting many rows reads as one line: ``wcc[cpu k=0.25] float32 (cpu)``."""
-    parts = key.split("|")
-    if bench == "layer" and len(parts) == 11:
-        _src, dev, _thr, _set, _shape, op, _dir, dtype, backend, keep, _lv = parts
-        name = f"wcc[{backend} k={keep}]" if op == "wcc" else op
-        return f"{name} {dtype} ({dev})"
-    if bench == "model" and len(parts) == 8:
-        _src, dev, _thr, model, _inp, dtype, variant, backend = parts
-        return f"{model} {variant}" + (f" [{backend}]" if backend != "None" else "") + f" {dtype} ({dev})"
+    if bench == "layer" and isinstance(key, LayerKey):
+        name = f"wcc[{key.backend} k={key.keep_ratio}]" if key.op == "wcc" else key.op
+        return f"{name} {key.dtype} ({key.device})"
+    if bench == "model" and isinstance(key, ModelKey):
+        return (f"{key.model} {key.variant}" + (f" [{key.backend}]" if key.backend is not None else "")
+                + f" {key.dtype} ({key.device})")
     if bench == "pytest-benchmark":
         return label.split("[")[0]
     return label

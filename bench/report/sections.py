@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.paper import CITYSCAPES, KITTI, TABLE_METRICS
 from bench.report.format import mib, num, short_machine_names
 from bench.report.plots import HEADLINE_METRIC, short_set
+from bench.rows import LayerKey, ModelKey
+from bench.tables.paper import CITYSCAPES, KITTI, TABLE_METRICS
 
 __all__ = ["latest_tables", "accuracy_table", "latest_layer", "latest_model", "layer_history", "model_history",
            "speed_summary", "error_summary", "model_table", "pbench_table", "headline", "geomean"]
@@ -22,9 +23,9 @@ __all__ = ["latest_tables", "accuracy_table", "latest_layer", "latest_model", "l
 _PAPER_ORDER = {"cityscapes": [(r.precision, r.shrinkage) for r in CITYSCAPES],
                 "kitti": [(r.precision, r.shrinkage) for r in KITTI]}
 _METRIC_LABEL = {"miou": ("mIoU", True), "abs_rel": ("AbsRel", False), "rmse": ("RMSE", False)}
-_LAYER_KEY = ["machine", "source", "device", "threads", "shape_set", "shape_label", "op", "direction", "dtype",
-              "backend", "keep_ratio", "levels"]
-_MODEL_KEY = ["machine", "source", "device", "threads", "model", "input", "dtype", "variant", "backend"]
+# One row per machine and measurement identity (bench.rows): the newest wins.
+_LAYER_KEY = ["machine", *LayerKey._fields]
+_MODEL_KEY = ["machine", *ModelKey._fields]
 _GOOD, _BAD = "color:#1e7b34;font-weight:600", "color:#b3261e;font-weight:600"
 
 
@@ -208,7 +209,8 @@ def int8_verdict(layer: pd.DataFrame, model: pd.DataFrame | None = None) -> str:
                 total += 1
                 wins += r < 1
         if total:
-            verdict = ("faster than" if wins == total else "slower than" if wins == 0 else "not consistently faster than")
+            verdict = ("faster than" if wins == total else "slower than" if wins == 0
+                       else "not consistently faster than")
             parts.append(f"Per layer, WCC 25% is {verdict} int8 dense on this machine: faster on {wins} of {total} "
                          f"shapes (WCC / fastest int8 runtime: {', '.join(f'{r:.2f}' for r in ratios)}).")
     else:

@@ -2,7 +2,7 @@
 
 * :mod:`bench.timing.probes` - CPU, NVML and Jetson probes.
 * :mod:`bench.timing.energy` - energy over timed windows (NVML counter, Jetson rails).
-* :mod:`bench.timing._timer` - warm-up, device-synchronised samples, median and IQR.
+* :mod:`bench.timing.harness` - warm-up, device-synchronised samples, median and IQR.
 * :mod:`bench.timing.shapes` - named shape sets (derived from the models, plus extras).
 * :mod:`bench.timing.layer` - WCC per backend vs the best dense 1x1 conv vs QuantConv2d.
 * :mod:`bench.timing.model` - DeepLabV3+ end to end: latency, peak and activation memory.

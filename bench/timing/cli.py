@@ -18,6 +18,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from wcc.data.synthetic import parse_size
+
 __all__ = ["configure", "run", "build_record"]
 
 
@@ -26,16 +28,9 @@ def _csv(kind: type = str):
         try:
             return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None
     return parse
-
-
-def _resolution(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 512x1024), got {text!r}") from None
-    return h, w
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "WCC 25%% at a small model input; fewer samples")
     parser.add_argument("--out", default="results", help="results store root (default: results)")
     parser.add_argument("--name", help="record name (default: <device>-<quick|full>-<UTC time>)")
-    g = parser.add_argument_group("layer grid (defaults: the issue's full grid, or --quick's)")
+    g = parser.add_argument_group("layer grid (defaults: the full grid, or --quick's)")
     g.add_argument("--shape-sets", type=_csv(), metavar="A,B", help="named shape sets (see bench.timing.shapes)")
     g.add_argument("--shapes", type=_csv(), metavar="NxCIxCO@HxW,...",
                    help="extra shapes, timed as the set 'custom' (e.g. 1x64x64@32x32)")
@@ -67,7 +62,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     m = parser.add_argument_group("model benchmarks")
     m.add_argument("--no-model", action="store_true", help="skip the model benchmarks")
     m.add_argument("--no-memory", action="store_true", help="skip the model memory measurements")
-    m.add_argument("--model-resolution", type=_resolution, metavar="HxW")
+    m.add_argument("--model-resolution", type=parse_size, metavar="HxW")
     m.add_argument("--model-dtype", choices=("float32", "float16", "bfloat16"))
     t = parser.add_argument_group("timer")
     t.add_argument("--warmup", type=int, help="untimed calls before sampling")
@@ -167,11 +162,11 @@ def build_record(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from bench.store import ResultStore
+    from bench.timing.energy import EnergyMeter
+    from bench.timing.floor import add_floors, layer_floor, measure_peaks, model_case_floor, safe_floor
     from bench.timing.layer import available_backends, run_layer_benchmarks
     from bench.timing.model import model_cases, run_model_benchmarks
-    from bench.timing.energy import EnergyMeter
     from bench.timing.probes import probe_all
-    from bench.timing.floor import add_floors, layer_floor, measure_peaks, model_case_floor, safe_floor
 
     start = time.perf_counter()
     if args.threads:

@@ -32,7 +32,6 @@ transforms, resizing) is left out, so it is a lower bound. ``floor_ratio`` = med
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import torch
@@ -48,18 +47,13 @@ PRECISION_PEAK = {"fp32": "fp32_macs_per_s", "float32": "fp32_macs_per_s", "int8
 
 
 def _best(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
-    """Shortest of ``repeats`` synchronised calls after one warm-up (a peak, so the minimum)."""
-    from bench.timing._timer import synchronize
+    """Shortest of ``repeats`` single calls after one warm-up (a peak, so the minimum), timed by
+    the suite's one harness (:func:`bench.timing.harness.time_callable`; bench/README.md)."""
+    from bench.timing.harness import time_callable
 
-    fn()
-    synchronize(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        best = min(best, time.perf_counter() - t0)
-    return max(best, 1e-9)
+    timing = time_callable(fn, device, warmup=1, min_samples=repeats, max_samples=repeats, budget_s=0.0,
+                           min_sample_s=0.0)
+    return max(min(timing.samples), 1e-9)
 
 
 def measure_peaks(device: str | torch.device = "cpu", repeats: int = 5) -> dict[str, Any]:
@@ -192,10 +186,10 @@ def add_floors(rows: list[dict[str, Any]], floors: list[dict[str, Any] | None]) 
 def model_case_floor(case: Any, peaks: dict[str, Any]) -> dict[str, Any] | None:
     """Floor of a :class:`bench.timing.model.ModelCase` row: its converted model's conv floors
     (dense layers at the runtime's precision, e.g. all int8 for ONNX Runtime int8)."""
+    import dataclasses
+
     from bench.timing.model import build_model
     from bench.timing.runtimes import precision_of
-
-    import dataclasses
 
     precision = precision_of(case.runtime, case.dtype) if case.runtime is not None else case.dtype
     if case.backend is not None:

@@ -13,8 +13,10 @@ built, and every op runs on them in the same process:
 
 Every row carries ``ratio_to_best_runtime``: its median over the fastest dense baseline of the
 group, eager or deployed, any precision (the figure the report leads with), and, secondary,
-``ratio_to_dense`` over the fastest of the three eager dense ops. Rows also record ``runtime``
-(package and version) and ``precision``. ``fwdbwd`` times forward plus backward to the input and every parameter
+``ratio_to_dense`` over the fastest of the three eager dense ops; both come from the one
+baseline rule, :func:`bench.baseline.best_dense`. Rows also record ``runtime`` (package and
+version) and ``precision``; they are :class:`bench.rows.LayerRow` (the typed definition behind
+the store's schema). ``fwdbwd`` times forward plus backward to the input and every parameter
 (``torch.autograd.grad``, so no gradient accumulation is timed). A case that cannot run (a
 backend refuses it, an error, out of memory) becomes a row with ``error`` set instead of a crash.
 """
@@ -22,7 +24,6 @@ backend refuses it, an error, out of memory) becomes a row with ``error`` set in
 from __future__ import annotations
 
 import itertools
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -30,9 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.timing._timer import time_callable
-from bench.timing.runtimes import RUNTIME_OPS, RuntimeUnavailableError, build_runtime, max_rel_err, precision_of, \
-    runtime_version
+from bench.baseline import BASELINE_OPS, DENSE_OPS, best_dense, ratio_to
+from bench.rows import DIRECTIONS, LAYER_OPS, RUNTIME_OPS, LayerRow, check_one_of
+from bench.timing.harness import time_callable
+from bench.timing.runtimes import RuntimeUnavailableError, build_runtime, max_rel_err, precision_of, runtime_version
 from bench.timing.shapes import ConvShape, shape_set
 
 __all__ = [
@@ -49,12 +51,7 @@ __all__ = [
     "error_text",
 ]
 
-OPS = ("wcc", "dense_nchw", "dense_cl", "matmul", "quantconv", *RUNTIME_OPS)
-DENSE_OPS = ("dense_nchw", "dense_cl", "matmul")
-#: Every dense baseline a group's ``ratio_to_best_runtime`` is taken over: eager PyTorch and the
-#: deployed runtimes (bench.timing.runtimes), all precisions.
-BASELINE_OPS = (*DENSE_OPS, *RUNTIME_OPS)
-DIRECTIONS = ("fwd", "fwdbwd")
+OPS = LAYER_OPS
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -72,14 +69,11 @@ class LayerCase:
     levels: int | None = None
 
     def __post_init__(self) -> None:
-        if self.op not in OPS:
-            raise ValueError(f"op must be one of {OPS}, got {self.op!r}")
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        check_one_of("op", self.op, OPS)
+        check_one_of("direction", self.direction, DIRECTIONS)
         if self.op in RUNTIME_OPS and self.direction != "fwd":
             raise ValueError(f"runtime baseline {self.op!r} is inference only (direction 'fwd')")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        check_one_of("dtype", self.dtype, DTYPES)
         if (self.op == "wcc") != (self.backend is not None and self.keep_ratio is not None and self.levels is not None):
             raise ValueError("backend, keep_ratio and levels are required for op='wcc' and only for it")
 
@@ -133,7 +127,8 @@ class LayerGrid:
                 for direction, dtype in itertools.product(self.directions, self.dtypes):
                     if direction == "fwdbwd" and self.fwdbwd_per_set is not None and i >= self.fwdbwd_per_set:
                         continue
-                    base = {"shape_set": set_name, "shape": shape, "direction": direction, "dtype": dtype}
+                    base: dict[str, Any] = {"shape_set": set_name, "shape": shape, "direction": direction,
+                                            "dtype": dtype}
                     out += [LayerCase(op=op, **base) for op in (*DENSE_OPS, "quantconv")]
                     if direction == "fwd":
                         out += [LayerCase(op=op, **base) for op in self.runtimes]
@@ -149,7 +144,7 @@ class LayerGrid:
 
 
 def default_grid(device: str, quick: bool) -> LayerGrid:
-    """The issue's grid: model shape sets plus the extras, 4 keep ratios, J = 1..3, fwd and
+    """The layer grid (docs/design.md §7): model shape sets plus the extras, 4 keep ratios, J = 1..3, fwd and
     fwd+bwd, float32 on the CPU and float16/bfloat16 on CUDA. ``quick``: the three extra
     shapes, keep 1.0 and 0.25, J = 3, forward (plus forward+backward on the first shape)."""
     from bench.timing.runtimes import runtime_ops
@@ -167,8 +162,9 @@ def available_backends(device: str) -> tuple[list[str], list[dict[str, Any]]]:
     """(names of the backends that can run here, status of every registered backend)."""
     from wcc.backends import backend_status
 
-    status = [{"name": s.name, "priority": s.priority, "available": s.available, "reason": s.reason}
-              for s in backend_status()]
+    status: list[dict[str, Any]] = [
+        {"name": s.name, "priority": s.priority, "available": s.available, "reason": s.reason}
+        for s in backend_status()]
     return [s["name"] for s in status if s["available"]], status
 
 
@@ -181,10 +177,15 @@ class CaseGroup:
         gen = torch.Generator().manual_seed(seed)
         n, c_in, c_out, h, w = shape.batch, shape.c_in, shape.c_out, shape.height, shape.width
         conv = nn.Conv2d(c_in, c_out, 1)
+        weight = torch.randn(c_out, c_in, 1, 1, generator=gen) * c_in ** -0.5
+        bias = torch.randn(c_out, generator=gen) * 0.1
         with torch.no_grad():  # seeded (the default init would draw from the global RNG)
-            conv.weight.copy_(torch.randn(c_out, c_in, 1, 1, generator=gen) * c_in ** -0.5)
-            conv.bias.copy_(torch.randn(c_out, generator=gen) * 0.1)
+            conv.weight.copy_(weight)
+            conv.bias.copy_(bias)  # type: ignore[union-attr]
         self.conv = conv.to(device=device, dtype=self.dtype)
+        # The source conv's parameters as plain tensors, for the dense ops.
+        self.weight: torch.Tensor = self.conv.weight
+        self.bias: torch.Tensor = self.conv.bias  # type: ignore[assignment]
         self.x = torch.randn(n, c_in, h, w, generator=gen).to(device=device, dtype=self.dtype)
         self.grad_out = torch.randn(n, c_out, h, w, generator=gen).to(device=device, dtype=self.dtype) \
             if direction == "fwdbwd" else None
@@ -203,7 +204,7 @@ class CaseGroup:
 
             built = build_runtime(case.op, copy.deepcopy(self.conv), self.x, self.device)
             with torch.no_grad():
-                ref = F.conv2d(self.x.float(), self.conv.weight.float(), self.conv.bias.float())
+                ref = F.conv2d(self.x.float(), self.weight.float(), self.bias.float())
             self.extra = {"max_rel_err": max_rel_err(built.output, ref), "setup_s": built.setup_s}
             return built.fn
         forward, inputs = self._forward(case)
@@ -212,6 +213,7 @@ class CaseGroup:
                 with torch.no_grad():
                     return forward()
             return run
+        assert self.grad_out is not None  # set for fwdbwd groups
         grad_out = self.grad_out.contiguous(memory_format=torch.channels_last) if case.op == "dense_cl" \
             else self.grad_out
 
@@ -225,24 +227,26 @@ class CaseGroup:
 
         conv = self.conv
         if case.op == "dense_nchw":
-            x, w, b = self._leaf(self.x), self._leaf(conv.weight), self._leaf(conv.bias)
+            x, w, b = self._leaf(self.x), self._leaf(self.weight), self._leaf(self.bias)
             return (lambda: F.conv2d(x, w, b)), [x, w, b]
         if case.op == "dense_cl":
             cl = torch.channels_last
-            x, w, b = self._leaf(self.x, cl), self._leaf(conv.weight, cl), self._leaf(conv.bias)
+            x, w, b = self._leaf(self.x, cl), self._leaf(self.weight, cl), self._leaf(self.bias)
             return (lambda: F.conv2d(x, w, b)), [x, w, b]
         if case.op == "matmul":
             n, c_in, h, w_ = self.x.shape
             x = self._leaf(self.x)
-            w = self._leaf(conv.weight.flatten(1))  # (C_out, C_in)
-            b = self._leaf(conv.bias)
+            w = self._leaf(self.weight.flatten(1))  # (C_out, C_in)
+            b = self._leaf(self.bias)
             c_out = w.shape[0]
             # baddbmm fuses the bias into the GEMM, as the conv does.
             return (lambda: torch.baddbmm(b.view(1, c_out, 1), w.expand(n, c_out, c_in), x.view(n, c_in, h * w_))
                     .view(n, c_out, h, w_)), [x, w, b]
+        layer: QuantConv2d | WCCConv2d
         if case.op == "quantconv":
             layer = QuantConv2d.from_conv2d(conv, weight_bits=8, act_bits=8)
         else:
+            assert case.backend is not None and case.keep_ratio is not None and case.levels is not None
             layer = WCCConv2d.from_conv2d(conv, WCCConfig(levels=case.levels, keep_ratio=case.keep_ratio,
                                                           backend=case.backend))
             _check_backend(self.x, layer.config)
@@ -254,9 +258,9 @@ class CaseGroup:
 def forced_backend_error(backend: str) -> str | None:
     """Why ``backend`` cannot be timed under a ``WCC_BACKEND`` override (it would silently force
     another backend and mislabel every row), or None."""
-    from wcc.backends import ENV_VAR
+    from wcc.backends import ENV_VAR, forced_backend
 
-    forced = os.environ.get(ENV_VAR, "").strip()
+    forced = forced_backend()
     if forced and forced != backend:
         return f"{ENV_VAR}={forced} forces backend {forced!r}; unset it to time {backend!r}"
     return None
@@ -281,38 +285,27 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
 
 
+def _layer_group(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (row["shape_set"], row["shape_label"], row["direction"], row["dtype"])
+
+
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """Set ``ratio_to_dense``, ``dense_op`` and ``dense_median_s`` on every row, in place: the
-    reference of a group is its fastest eager dense op (None when no dense op ran).
+    reference of a group (shape set, shape, direction, dtype) is its fastest eager dense op
+    (None when no dense op ran).
 
     Also ``ratio_to_best_runtime``, ``best_runtime_op`` and ``best_runtime_median_s``: the same
-    over every dense baseline of the group (:data:`BASELINE_OPS`: eager and the deployed
-    runtimes, every precision). Runtimes are inference only, so in ``fwdbwd`` groups this is the
-    eager reference again."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for row in rows:
-        key = (row["shape_set"], row["shape_label"], row["direction"], row["dtype"])
-        groups.setdefault(key, []).append(row)
-    for members in groups.values():
-        dense = [r for r in members if r["op"] in DENSE_OPS and r.get("median_s") is not None]
-        best = min(dense, key=lambda r: r["median_s"]) if dense else None
-        deployed = [r for r in members if r["op"] in BASELINE_OPS and r.get("median_s") is not None]
-        fastest = min(deployed, key=lambda r: r["median_s"]) if deployed else None
-        for r in members:
-            r["best_runtime_op"] = fastest["op"] if fastest else None
-            r["best_runtime_median_s"] = fastest["median_s"] if fastest else None
-            r["ratio_to_best_runtime"] = (r["median_s"] / fastest["median_s"]
-                                          if fastest and r.get("median_s") is not None else None)
-        for r in members:
-            r["dense_op"] = best["op"] if best else None
-            r["dense_median_s"] = best["median_s"] if best else None
-            r["ratio_to_dense"] = (r["median_s"] / best["median_s"]
-                                   if best and r.get("median_s") is not None else None)
-
-
-def _empty_timing(error: str) -> dict[str, Any]:
-    return {"median_s": None, "iqr_s": None, "n_samples": 0, "samples": [], "number": 0, "warmup": 0,
-            "error": error, "energy": None}
+    over every dense baseline of the group (:data:`bench.baseline.BASELINE_OPS`: eager and the
+    deployed runtimes, every precision). Runtimes are inference only, so in ``fwdbwd`` groups
+    this is the eager reference again. Both are :func:`bench.baseline.best_dense`."""
+    median = lambda r: r.get("median_s")  # noqa: E731
+    eager = best_dense(rows, _layer_group, lambda r: r["op"], median)
+    deployed = best_dense(rows, _layer_group, lambda r: r["op"], median, dense_ops=BASELINE_OPS)
+    for r in rows:
+        b, fastest = eager.get(_layer_group(r)), deployed.get(_layer_group(r))
+        r.update(dense_op=b and b["op"], dense_median_s=b and b["median_s"], ratio_to_dense=ratio_to(r, b),
+                 best_runtime_op=fastest and fastest["op"], best_runtime_median_s=fastest and fastest["median_s"],
+                 ratio_to_best_runtime=ratio_to(r, fastest))
 
 
 def run_layer_benchmarks(
@@ -322,17 +315,18 @@ def run_layer_benchmarks(
     meter: Any = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Time every case; returns one row per case (see the ``timing`` schema in bench.store)."""
+    """Time every case; returns one stored row per case (:class:`bench.rows.LayerRow`, as a dict)."""
     from wcc.train._progress import progress_bar  # a bar on a tty, a plain line every few percent in a log
 
     device = torch.device(device)
     timer = dict(timer or {})
     rows: list[dict[str, Any]] = []
     group: CaseGroup | None = None
+    fn: Callable[[], Any] | None = None
     bar = progress_bar(len(cases), "layers", enabled=progress, unit="case")
     for case in cases:
         bar.set_postfix_str(case.label, refresh=False)
-        row = case.to_row()
+        row: dict[str, Any] = {}
         try:
             if group is None or (group.shape, group.direction, group.dtype) != (case.shape, case.direction,
                                                                                  DTYPES[case.dtype]):
@@ -344,14 +338,14 @@ def run_layer_benchmarks(
             # The meter's window wraps the samples only, not the warm-up.
             window = meter.window() if meter is not None and meter.available else None
             timing = time_callable(fn, device, window=window, **timer)
-            row.update(timing.to_dict(), error=None, energy=window.to_dict() if window is not None else None)
+            row.update(timing.to_dict(), energy=window.to_dict() if window is not None else None)
         except Exception as exc:  # noqa: BLE001 - one failing case must not end the run
-            row.update(_empty_timing(error_text(exc)))
+            row["error"] = error_text(exc)  # the row's defaults for the rest: nothing timed
             if isinstance(exc, torch.OutOfMemoryError):
                 group = None
         finally:
             fn = None  # noqa: F841 - drop the layer before the next case allocates
-        rows.append(row)
+        rows.append(LayerRow(**case.to_row(), **row).to_dict())
         bar.update(1)
     bar.close()
     _free(device)

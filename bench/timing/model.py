@@ -42,7 +42,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from bench.timing._timer import time_callable
+from bench.baseline import best_dense, ratio_to
+from bench.rows import ModelRow, check_one_of
+from bench.timing.harness import time_callable
 from bench.timing.layer import DTYPES, error_text, forced_backend_error
 from bench.timing.runtimes import RUNTIME_OPS, build_runtime, max_rel_err, precision_of, runtime_version
 from bench.timing.runtimes import spec as runtime_spec
@@ -90,10 +92,8 @@ class ModelCase:
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; known: {', '.join(MODELS)}")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        check_one_of("variant", self.variant, VARIANTS)
+        check_one_of("dtype", self.dtype, DTYPES)
         if self.variant.startswith("WCC") != (self.backend is not None):
             raise ValueError("backend is required for WCC variants and only for them")
         if self.runtime is not None and (self.variant != "dense" or self.runtime not in RUNTIME_OPS):
@@ -131,7 +131,7 @@ class ModelCase:
 def model_cases(device: str, quick: bool, backends: list[str], model: str = "deeplabv3plus-mobilenetv2",
                 resolution: tuple[int, int] | None = None, dtype: str | None = None,
                 batch: int = 1, runtimes: tuple[str, ...] = ()) -> list[ModelCase]:
-    """The issue's model grid: 1024x2048 on CUDA (float16), 512x1024 on the CPU (float32), WCC
+    """The model grid (docs/design.md §7): 1024x2048 on CUDA (float16), 512x1024 on the CPU (float32), WCC
     variants on every backend in ``backends``. ``quick``: dense and WCC 25% on the first backend
     (the preferred one: ``backends`` come in priority order) at 128x256 (CPU) or 512x1024 (CUDA).
     ``runtimes``: a dense row per deployed baseline, after the eager dense row."""
@@ -161,6 +161,7 @@ def build_model(case: ModelCase, device: torch.device | str = "cpu") -> nn.Modul
     if case.variant == "8/8":
         convert(model, QuantConfig(8, 8), keep_fp=paper_keep_fp(model))
     elif case.keep_ratio is not None:
+        assert case.backend is not None  # ModelCase: WCC variants name their backend
         why = forced_backend_error(case.backend)
         if why:
             from wcc.backends import BackendUnavailableError
@@ -294,27 +295,29 @@ PEAK_METHOD = {
 # ------------------------------------------------------------------------------------ runner
 
 
+def _model_group(row: dict[str, Any]) -> tuple[str, tuple[int, ...], str]:
+    return (row["model"], tuple(row["input"]), row["dtype"])
+
+
+def _model_op(row: dict[str, Any]) -> str | None:
+    """The row's baseline op: its deployed runtime (``runtime_op``), ``"dense"`` for the eager
+    dense variant (labelled by its dtype: FP32, FP16, BF16), else None (not a baseline)."""
+    if row.get("runtime_op") is not None:
+        return str(row["runtime_op"])
+    return "dense" if row["keep_ratio"] is None and row["variant"] in _DENSE_LABEL.values() else None
+
+
 def _add_model_ratios(rows: list[dict[str, Any]]) -> None:
     """``ratio_to_dense`` over the eager dense row; ``ratio_to_best_runtime`` over the fastest
-    dense row (eager or deployed runtime, any precision), named by ``best_runtime``."""
-    dense = {(r["model"], tuple(r["input"]), r["dtype"]): r["median_s"] for r in rows
-             if r["keep_ratio"] is None and r.get("runtime_op") is None and r["variant"] in _DENSE_LABEL.values()
-             and r.get("median_s")}
-    best: dict[tuple, dict[str, Any]] = {}
+    dense row (eager or deployed runtime, any precision), named by ``best_runtime``. Both are
+    :func:`bench.baseline.best_dense` over the model's group (model, input, dtype)."""
+    median = lambda r: r.get("median_s")  # noqa: E731
+    eager = best_dense(rows, _model_group, _model_op, median, dense_ops=("dense",))
+    deployed = best_dense(rows, _model_group, _model_op, median, dense_ops=("dense", *RUNTIME_OPS))
     for r in rows:
-        is_dense = r.get("runtime_op") is not None or (r["keep_ratio"] is None and r["variant"] in _DENSE_LABEL.values())
-        key = (r["model"], tuple(r["input"]), r["dtype"])
-        if is_dense and r.get("median_s") and (key not in best or r["median_s"] < best[key]["median_s"]):
-            best[key] = r
-    for r in rows:
-        key = (r["model"], tuple(r["input"]), r["dtype"])
-        ref = dense.get(key)
-        r["ratio_to_dense"] = r["median_s"] / ref if ref and r.get("median_s") is not None else None
-        fastest = best.get(key)
-        r["best_runtime"] = fastest["variant"] if fastest else None
-        r["best_runtime_median_s"] = fastest["median_s"] if fastest else None
-        r["ratio_to_best_runtime"] = (r["median_s"] / fastest["median_s"]
-                                      if fastest and r.get("median_s") is not None else None)
+        ref, fastest = eager.get(_model_group(r)), deployed.get(_model_group(r))
+        r.update(ratio_to_dense=ratio_to(r, ref), best_runtime=fastest and fastest["variant"],
+                 best_runtime_median_s=fastest and fastest["median_s"], ratio_to_best_runtime=ratio_to(r, fastest))
 
 
 def run_model_benchmarks(
@@ -325,28 +328,26 @@ def run_model_benchmarks(
     memory: bool = True,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Time (and measure the memory of) every case; one row per case."""
+    """Time (and measure the memory of) every case; one stored row per case
+    (:class:`bench.rows.ModelRow`, as a dict)."""
     from wcc.train._progress import progress_bar  # a bar on a tty, a plain line every few percent in a log
 
     device = torch.device(device)
     rows = []
     bar = progress_bar(len(cases), "models", enabled=progress, unit="variant")
     for case in cases:
-        row = case.to_row()
-        row.update(median_s=None, iqr_s=None, n_samples=0, samples=[], number=0, warmup=0, energy=None,
-                   peak_mem_bytes=None, train_saved_bytes=None, train_peak_bytes=None,
-                   peak_mem_method=PEAK_METHOD[device.type] if memory else None, error=None,
-                   memory_error=None)
-        model = None
+        row: dict[str, Any] = {"peak_mem_method": PEAK_METHOD[device.type] if memory else None, "error": None}
+        model: nn.Module | None = None
         try:
-            model = build_model(case, device)
+            eager = model = build_model(case, device)
             x = _input(case, device)
-            fn: Callable[[], Any] = lambda: _no_grad(model, x)  # noqa: E731
+            # Timed here, inside this iteration, so the closure sees this variant's model and input.
+            fn: Callable[[], Any] = lambda: _no_grad(eager, x)  # noqa: E731, B023
             if case.runtime is not None:
-                built = build_runtime(case.runtime, model, x, device)
-                ref = _no_grad(model, x)
-                row.update(max_rel_err=max_rel_err(built.output, ref), setup_s=built.setup_s)
-                fn, model = built.fn, None
+                deployed = build_runtime(case.runtime, eager, x, device)
+                ref = _no_grad(eager, x)
+                row.update(max_rel_err=max_rel_err(deployed.output, ref), setup_s=deployed.setup_s)
+                fn, model, eager = deployed.fn, None, None  # type: ignore[assignment]
             window = meter.window() if meter is not None and meter.available else None
             timing = time_callable(fn, device, window=window, **(timer or {}))
             row.update(timing.to_dict(), energy=window.to_dict() if window is not None else None)
@@ -354,7 +355,7 @@ def run_model_benchmarks(
             row["error"] = error_text(exc)
         if memory and row["error"] is None and case.runtime is not None:
             row["memory_error"] = "not measured for deployed runtime baselines"
-        elif memory and row["error"] is None:
+        elif memory and row["error"] is None and model is not None:
             try:
                 row["train_saved_bytes"] = saved_activation_bytes(model, x)
                 model = None
@@ -363,11 +364,11 @@ def run_model_benchmarks(
                 row["peak_mem_bytes"], row["train_peak_bytes"] = peaks["infer"], peaks["train"]
             except Exception as exc:  # noqa: BLE001
                 row["memory_error"] = error_text(exc)
-        model = fn = None
+        model = fn = eager = None  # type: ignore[assignment]  # free the variant before the next one
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        rows.append(row)
+        rows.append(ModelRow(**case.to_row(), **row).to_dict())
         bar.update(1)
     bar.close()
     _add_model_ratios(rows)

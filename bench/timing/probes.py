@@ -153,7 +153,9 @@ def open_nvml(nvml: Any = None) -> tuple[Any, str | None]:
     The caller shuts it down (``nvmlShutdown``) when done."""
     if nvml is None:
         try:
-            import pynvml as nvml
+            import pynvml
+
+            nvml = pynvml
         except ImportError:
             return None, "nvidia-ml-py is not installed (pip install nvidia-ml-py)"
     try:
@@ -182,7 +184,7 @@ def nvml_probe(nvml: Any = None, index: int = 0, uuid: str | None = None) -> dic
             return unavailable(f"no NVML device {index} ({type(exc).__name__}: {exc})")
 
         def clocks(getter: Callable[[Any, int], int]) -> dict[str, Any]:
-            return {name: _field(lambda c=const: getter(handle, getattr(nvml, c)))
+            return {name: _field(lambda c=const: getter(handle, getattr(nvml, c)))  # type: ignore[misc]
                     for name, const in (("sm", "NVML_CLOCK_SM"), ("mem", "NVML_CLOCK_MEM"),
                                         ("graphics", "NVML_CLOCK_GRAPHICS"))}
 
@@ -256,10 +258,11 @@ def _iio_rails(root: Path, rails: dict[str, dict[str, Any]]) -> None:
             power = dev / f"in_power{k}_input"
             if not name or not power.is_file():
                 continue
+            # _field calls each reader at once, inside this iteration (so B023 does not apply).
             _add_rail(rails, name, {
-                "power_w": _field(lambda: _read_number(power) / 1000.0),
-                "voltage_v": _field(lambda: _read_number(dev / f"in_voltage{k}_input") / 1000.0),
-                "current_a": _field(lambda: _read_number(dev / f"in_current{k}_input") / 1000.0),
+                "power_w": _field(lambda: _read_number(power) / 1000.0),  # noqa: B023
+                "voltage_v": _field(lambda: _read_number(dev / f"in_voltage{k}_input") / 1000.0),  # noqa: B023
+                "current_a": _field(lambda: _read_number(dev / f"in_current{k}_input") / 1000.0),  # noqa: B023
                 "source": f"sysfs:{dev.relative_to(root)}",
             })
 
@@ -294,8 +297,8 @@ def _hwmon_rails(root: Path, rails: dict[str, dict[str, Any]]) -> None:
             # The "sum of shunt voltages" channel has no bus voltage/current pair: skip it.
             if not label or label.upper() == "NC" or not (volt.is_file() and curr.is_file()):
                 continue
-            v = _field(lambda: _read_number(volt) / 1000.0)
-            a = _field(lambda: _read_number(curr) / 1000.0)
+            v = _field(lambda: _read_number(volt) / 1000.0)  # noqa: B023 - called at once
+            a = _field(lambda: _read_number(curr) / 1000.0)  # noqa: B023 - called at once
             p = v * a if isinstance(v, float) and isinstance(a, float) else unavailable("voltage or current unreadable")
             _add_rail(rails, label, {"power_w": p, "voltage_v": v, "current_a": a,
                                      "source": f"sysfs:{dev.relative_to(root)}"})
@@ -336,9 +339,11 @@ def _tegrastats_line(timeout_s: float = 3.0) -> str | None:
         return None
     proc = subprocess.Popen([exe, "--interval", "100"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
+    stdout = proc.stdout
+    assert stdout is not None  # stdout=PIPE
     try:
         result: list[str] = []
-        reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()), daemon=True)
+        reader = threading.Thread(target=lambda: result.append(stdout.readline()), daemon=True)
         reader.start()
         reader.join(timeout_s)
         return result[0].strip() if result and result[0].strip() else None

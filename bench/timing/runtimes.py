@@ -4,7 +4,7 @@ Eager PyTorch is the weakest dense baseline there is; a user deploying on a CPU 
 Runtime (often int8), compiles with ``torch.compile`` or uses OpenVINO, and on NVIDIA uses
 TensorRT. Each baseline here turns a dense ``nn.Module`` (a 1x1 conv of a layer row, or the whole
 dense model of a model row) and an example input into a zero-argument callable, so the layer and
-model runners time it exactly as they time WCC (:func:`bench.timing._timer.time_callable`).
+model runners time it exactly as they time WCC (:func:`bench.timing.harness.time_callable`).
 
 ==================  =========  =========  =====================================================
 op                  device     precision  what runs
@@ -49,6 +49,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from bench.rows import RUNTIME_OPS
+
 __all__ = ["RuntimeSpec", "RUNTIMES", "RUNTIME_OPS", "RuntimeUnavailableError", "runtime_ops", "runtime_version",
            "build_runtime", "calibration_inputs", "export_onnx", "quantize_qdq", "max_rel_err",
            "CALIBRATION_BATCHES", "FP32_TOL", "INT8_LAYER_TOL", "INT8_MODEL_TOL"]
@@ -85,7 +87,8 @@ RUNTIMES: tuple[RuntimeSpec, ...] = (
     RuntimeSpec("tensorrt_fp16", "TensorRT FP16", "tensorrt", ("cuda",), "fp16"),
     RuntimeSpec("tensorrt_int8", "TensorRT int8", "tensorrt", ("cuda",), "int8"),
 )
-RUNTIME_OPS = tuple(s.op for s in RUNTIMES)
+if tuple(s.op for s in RUNTIMES) != RUNTIME_OPS:  # the names are declared once, in bench.rows (the schema)
+    raise ImportError(f"bench.rows.RUNTIME_OPS {RUNTIME_OPS} and the runtime specs here disagree")
 _SPECS = {s.op: s for s in RUNTIMES}
 _PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
@@ -161,7 +164,8 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: str | os.PathLik
     return path
 
 
-def quantize_qdq(fp32_path: Path, out_path: Path, calib: list[torch.Tensor], symmetric_activations: bool = False) -> Path:
+def quantize_qdq(fp32_path: Path, out_path: Path, calib: list[torch.Tensor],
+                 symmetric_activations: bool = False) -> Path:
     """Static QDQ quantization of ``fp32_path``: per-channel int8 weights, 8-bit activations
     calibrated (MinMax) on ``calib``. ``symmetric_activations``: int8 activations (TensorRT's
     explicit quantization needs them) instead of uint8 (the fast path of ORT's x86 kernels)."""

@@ -10,7 +10,10 @@ deduplicated, in model order. So a change to a model changes its benchmark shape
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # torch loads with the functions that need it
+    import torch
 
 __all__ = ["ConvShape", "EXTRA_SHAPES", "SHAPE_SETS", "shape_set", "model_pointwise_shapes", "parse_shape"]
 
@@ -54,7 +57,7 @@ def parse_shape(text: str) -> ConvShape:
     return ConvShape(batch, c_in, c_out, height, width)
 
 
-#: Shapes named by the benchmark issue: a square-ish mid layer, a wide expansion at low
+#: The extra shapes (docs/design.md §7): a square-ish mid layer, a wide expansion at low
 #: resolution (compute bound) and a narrow projection at high resolution (memory bound).
 EXTRA_SHAPES: tuple[ConvShape, ...] = (
     ConvShape(1, 256, 256, 128, 256),
@@ -63,7 +66,7 @@ EXTRA_SHAPES: tuple[ConvShape, ...] = (
 )
 
 
-def model_pointwise_shapes(model: "torch.nn.Module", input_shape: tuple[int, int, int, int]) -> list[ConvShape]:  # noqa: F821
+def model_pointwise_shapes(model: torch.nn.Module, input_shape: tuple[int, int, int, int]) -> list[ConvShape]:
     """Distinct input shapes of ``model``'s WCC candidates (1x1, stride 1, groups 1) at
     ``input_shape``, in the order the model runs them."""
     from wcc.accounting import layer_costs
@@ -95,7 +98,7 @@ def _depth_192x640() -> list[ConvShape]:
     return model_pointwise_shapes(depth_mobilenetv2(), (1, 3, 192, 640))
 
 
-#: name -> builder. Model sets are named after where they come from (DESIGN 7).
+#: name -> builder. Model sets are named after where they come from (docs/design.md §7).
 SHAPE_SETS: dict[str, Callable[[], list[ConvShape]]] = {
     "deeplabv3plus-mobilenetv2@1024x2048": _deeplab_1024x2048,
     "depth-mobilenetv2@192x640": _depth_192x640,

@@ -1,13 +1,14 @@
 """Backend registry and the explainable ``backend="auto"`` dispatch.
 
 A backend implements one op, :meth:`Backend.wcc_conv`, with the semantics of the reference
-backend (DESIGN 3.4). Each backend says whether it can run at all on this machine
+backend (docs/design.md §3.4). Each backend says whether it can run at all on this machine
 (:meth:`Backend.unavailable_reason`) and whether it supports a given call
 (:meth:`Backend.unsupported_reason`). ``auto`` takes the first backend, in priority order,
 that has no reason to refuse; when none fits the error lists every backend's reason.
 
 ``WCC_BACKEND=<name>`` in the environment forces a backend (for debugging); it overrides the
-config's ``backend`` field.
+config's ``backend`` field. This module is the only reader of that variable: everything else
+asks :func:`forced_backend` or :func:`requested_backend`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ __all__ = [
     "list_backends",
     "backend_status",
     "select_backend",
+    "forced_backend",
+    "requested_backend",
 ]
 
 ENV_VAR = "WCC_BACKEND"
@@ -150,10 +153,21 @@ def _refusal(backend: Backend, x: torch.Tensor, config: WCCConfig) -> str | None
     return reason
 
 
+def forced_backend() -> str | None:
+    """The backend named by ``WCC_BACKEND`` (which overrides every config), or None when unset."""
+    return os.environ.get(ENV_VAR, "").strip() or None
+
+
+def requested_backend(config: WCCConfig) -> str:
+    """The backend name a call under ``config`` asks for: ``WCC_BACKEND`` when set, else
+    ``config.backend`` (possibly ``"auto"``)."""
+    return forced_backend() or config.backend
+
+
 def select_backend(x: torch.Tensor, config: WCCConfig) -> Backend:
     """The backend that runs ``x`` under ``config`` (env override, explicit name or auto)."""
-    forced = os.environ.get(ENV_VAR, "").strip()
-    name = forced or config.backend
+    forced = forced_backend()
+    name = requested_backend(config)
     if name != "auto":
         backend = get_backend(name)
         reason = _refusal(backend, x, config)

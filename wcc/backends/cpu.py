@@ -1,6 +1,6 @@
 """The ``cpu`` backend: compiled, fused kernels for the WCC op on CPU tensors.
 
-Same op as the reference backend (DESIGN 3.4), organised for memory traffic (DESIGN 8): the
+Same op as the reference backend (docs/design.md §3.4), organised for memory traffic (docs/design.md §8): the
 Haar transform is fused with the per-position channel energy in one pass over the input, the
 top-k is a selection (radix histogram, then ``nth_element`` on one bin), and the GEMM runs on
 the kept columns only, one band of 2^J rows at a time while they are in cache, with the scatter
@@ -35,10 +35,11 @@ from typing import Iterator
 
 import torch
 
+from wcc.backends._compiled import alpha_value, wcc_function
 from wcc.backends._registry import Backend, BackendUnavailableError, register_backend
-from wcc.backends.reference import keep_count
 from wcc.config import WCCConfig
 from wcc.haar import padded_size
+from wcc.rules import keep_count
 
 __all__ = ["CPUBackend", "CPU", "unsigned_act_quant_inference", "unsigned_act_quant_scratch"]
 
@@ -47,47 +48,7 @@ _MAX_LEVELS = 12
 _MAX_POSITIONS = 2**31 - 1  # positions are int32 inside the kernels
 
 
-class _WCCFunction(torch.autograd.Function):
-    """Autograd wrapper of the compiled forward/backward (inputs as in :meth:`CPUBackend.wcc_conv`)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, act_alpha, levels: int, k: int, act_bits: int):  # type: ignore[override]
-        alpha = _alpha_value(act_alpha, x.dtype, act_bits)
-        y, kept, saved = torch.ops.wcc_cpu.forward(x, weight, bias, alpha, levels, k, act_bits, True)
-        ctx.save_for_backward(weight, saved, kept)
-        ctx.alpha, ctx.levels, ctx.act_bits = alpha, levels, act_bits
-        ctx.alpha_meta = (act_alpha.shape, act_alpha.dtype)
-        return y
-
-    @staticmethod
-    def backward(ctx, gy):  # type: ignore[override]
-        weight, saved, kept = ctx.saved_tensors
-        need_x, need_w, need_b, need_a = ctx.needs_input_grad[:4]
-        gx = gw = gb = ga = None
-        if need_x or need_w or (need_a and ctx.act_bits):
-            gx, gw, ga = torch.ops.wcc_cpu.backward(
-                gy, weight, saved, kept, ctx.alpha, ctx.levels, ctx.act_bits, need_x, need_w
-            )
-            if not need_x:
-                gx = None
-            if not need_w:
-                gw = None
-            if need_a and ctx.act_bits and ga is not None:
-                shape, dtype = ctx.alpha_meta
-                ga = ga.to(dtype).reshape(shape)
-            else:
-                ga = None
-        if need_b:
-            gb = gy.sum(dim=(0, 2, 3))
-        return gx, gw, gb, ga, None, None, None
-
-
-def _alpha_value(act_alpha: torch.Tensor, dtype: torch.dtype, act_bits: int) -> float:
-    # The reference quantizes with alpha cast to the activation dtype; a Python float holds
-    # that value exactly for float32 and float64.
-    if not act_bits:
-        return 1.0
-    return float(act_alpha.detach().to(dtype))
+_WCCFunction = wcc_function("wcc_cpu")  # autograd around torch.ops.wcc_cpu (wcc.backends._compiled)
 
 
 @functools.cache
@@ -162,7 +123,7 @@ class CPUBackend(Backend):
         tensors = (x, weight, bias, act_alpha)
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
             return _WCCFunction.apply(x, weight, bias, act_alpha, config.levels, k, act_bits)
-        alpha = _alpha_value(act_alpha, x.dtype, act_bits)
+        alpha = alpha_value(act_alpha, x.dtype, act_bits)
         codes, step = None, 1.0
         if weight_codes is not None and 0 < act_bits <= 8 and _int_mm_works():
             if weight_codes.codes.shape != weight.shape or weight_codes.codes.dtype != torch.int8:

@@ -23,6 +23,8 @@ import sys
 import threading
 from pathlib import Path
 
+from wcc.backends._build import cache_root, load_once
+
 __all__ = ["SOURCE", "EXT_NAME", "cache_dir", "load", "load_error", "main"]
 
 SOURCE = Path(__file__).with_name("csrc") / "wcc_cpu.cpp"
@@ -50,12 +52,7 @@ def cache_dir() -> Path:
     """Folder that holds this machine's build of the kernels."""
     import torch
 
-    root = os.environ.get("WCC_CPU_CACHE")
-    if not root and os.environ.get("TORCH_EXTENSIONS_DIR"):
-        root = os.path.join(os.environ["TORCH_EXTENSIONS_DIR"], "wcc")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "wcc")
+    root = cache_root("WCC_CPU_CACHE")
     version = re.sub(r"[^A-Za-z0-9_.]", "_", torch.__version__)
     # The source's hash too: checkouts of different commits share this cache, and one built
     # from another revision of wcc_cpu.cpp must never be loaded for this one.
@@ -119,25 +116,14 @@ def load(verbose: bool = False) -> str | None:
 
     The outcome is remembered for the process, so later calls are free.
     """
-    with _lock:
-        if "ok" in _state:
-            return None
-        if "error" in _state:
-            return str(_state["error"])
-        reason = _precheck()
-        if reason is None:
-            try:
-                _compile(verbose)
-                import torch
+    def build() -> None:
+        _compile(verbose)
+        import torch
 
-                torch.ops.wcc_cpu.forward  # noqa: B018 - fails here if registration did not happen
-            except Exception as exc:  # noqa: BLE001
-                reason = str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"
-        if reason is None:
-            _state["ok"] = True
-        else:
-            _state["error"] = reason
-        return reason
+        torch.ops.wcc_cpu.forward  # noqa: B018 - fails here if registration did not happen
+
+    return load_once(_lock, _state, _precheck, build,
+                     lambda exc: str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}")
 
 
 def load_error() -> str | None:

@@ -1,6 +1,6 @@
 """The ``cuda`` backend: compiled CUDA C++ kernels for the WCC op on CUDA tensors.
 
-The same algorithm as the ``cpu`` backend (DESIGN 3.4 and 8), for a GPU
+The same algorithm as the ``cpu`` backend (docs/design.md §3.4 and §8), for a GPU
 (``csrc/wcc_cuda_kernels.cu``, bound to torch by ``csrc/wcc_cuda_binding.cpp``):
 
 * the Haar transform fused with the per-position channel energy (one pass over x, nothing
@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import torch
 
+from wcc.backends._compiled import alpha_value, wcc_function
 from wcc.backends._registry import Backend, BackendUnavailableError, register_backend
-from wcc.backends.reference import REFERENCE, has_nonfinite, keep_count
+from wcc.backends.reference import REFERENCE, has_nonfinite
 from wcc.config import WCCConfig
+from wcc.rules import check_op_args, keep_count
 
 __all__ = ["CUDA", "MAX_LEVELS", "PRIORITY", "SUPPORTED_DTYPES", "CUDABackend"]
 
@@ -36,45 +38,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_LEVELS = 3  # kept in sync with kMaxLevels in wcc_cuda_kernels.cu
 
 
-def _alpha_value(act_alpha: torch.Tensor, dtype: torch.dtype, act_bits: int) -> float:
-    # The reference quantizes with alpha cast to the activation dtype; a Python float holds that
-    # value exactly for float32, float16 and bfloat16.
-    if not act_bits:
-        return 1.0
-    return float(act_alpha.detach().to(dtype))
-
-
-class _WCCFunction(torch.autograd.Function):
-    """Autograd wrapper of the compiled forward/backward (inputs as in :meth:`CUDABackend.wcc_conv`)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, act_alpha, levels: int, k: int, act_bits: int):  # type: ignore[override]
-        alpha = _alpha_value(act_alpha, x.dtype, act_bits)
-        y, kept, saved = torch.ops.wcc_cuda.forward(x, weight, bias, alpha, levels, k, act_bits, True)
-        ctx.save_for_backward(weight, saved, kept)
-        ctx.alpha, ctx.levels, ctx.act_bits = alpha, levels, act_bits
-        ctx.alpha_meta = (act_alpha.shape, act_alpha.dtype)
-        return y
-
-    @staticmethod
-    def backward(ctx, gy):  # type: ignore[override]
-        weight, saved, kept = ctx.saved_tensors
-        need_x, need_w, need_b, need_a = ctx.needs_input_grad[:4]
-        gx = gw = gb = ga = None
-        if need_x or need_w or (need_a and ctx.act_bits):
-            gx, gw, ga = torch.ops.wcc_cuda.backward(
-                gy, weight, saved, kept, ctx.alpha, ctx.levels, ctx.act_bits, need_x, need_w
-            )
-            gx = gx if need_x else None
-            gw = gw if need_w else None
-            if need_a and ctx.act_bits and ga is not None:
-                shape, dtype = ctx.alpha_meta
-                ga = ga.to(dtype).reshape(shape)
-            else:
-                ga = None
-        if need_b:
-            gb = gy.sum(dim=(0, 2, 3))
-        return gx, gw, gb, ga, None, None, None
+_WCCFunction = wcc_function("wcc_cuda")  # autograd around torch.ops.wcc_cuda (wcc.backends._compiled)
 
 
 class CUDABackend(Backend):
@@ -109,20 +73,10 @@ class CUDABackend(Backend):
         return None
 
     def _check_call(self, x, weight, bias, act_alpha) -> None:
-        # The input checks every backend shares (wcc.layers.check_input; lazy: wcc.layers imports
-        # wcc.backends), then this backend's own argument checks.
-        from wcc.layers import check_input
-
         reason = self.unavailable_reason()
         if reason is not None:
             raise BackendUnavailableError(f"WCC backend 'cuda' is unavailable: {reason}")
-        if weight.dim() != 2:
-            raise ValueError(f"the cuda backend expects a (C_out, C_in) weight, got shape {tuple(weight.shape)}")
-        check_input(x, weight.shape[1], "WCC cuda backend")
-        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-        if act_alpha.numel() != 1:
-            raise ValueError(f"act_alpha must be a scalar, got shape {tuple(act_alpha.shape)}")
+        check_op_args(x, weight, bias, act_alpha, "cuda")  # the checks every backend shares
         for name, t in (("weight", weight), ("bias", bias)):
             if t is not None and t.device != x.device:
                 raise ValueError(f"cuda backend: {name} is on {t.device} but the input is on {x.device}")
@@ -145,7 +99,7 @@ class CUDABackend(Backend):
             tensors = (x, weight, bias, act_alpha)
             if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
                 return _WCCFunction.apply(xd, wd, bd, act_alpha, config.levels, k, act_bits)
-            alpha = _alpha_value(act_alpha, dtype, act_bits)
+            alpha = alpha_value(act_alpha, dtype, act_bits)
             codes, step = None, 1.0
             if weight_codes is not None and 0 < act_bits <= 8:
                 if weight_codes.codes.shape != weight.shape or weight_codes.codes.dtype != torch.int8:

@@ -34,6 +34,8 @@ import sys
 import threading
 from pathlib import Path
 
+from wcc.backends._build import cache_root, load_once
+
 __all__ = [
     "BINDING",
     "EXT_NAME",
@@ -121,12 +123,7 @@ def cache_dir() -> Path:
     """Folder that holds this machine's build of the extension."""
     import torch
 
-    root = os.environ.get("WCC_CUDA_CACHE")
-    if not root and os.environ.get("TORCH_EXTENSIONS_DIR"):
-        root = os.path.join(os.environ["TORCH_EXTENSIONS_DIR"], "wcc")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "wcc")
+    root = cache_root("WCC_CUDA_CACHE")
     version = re.sub(r"[^A-Za-z0-9_.]", "_", f"{torch.__version__}-cu{torch.version.cuda}")
     return Path(root) / f"cuda-torch{version}-py{sys.version_info[0]}{sys.version_info[1]}"
 
@@ -144,7 +141,8 @@ def _precheck() -> str | None:
         return (f"torch {torch.__version__} is a CPU-only build (torch.version.cuda is None); install a CUDA "
                 f"build of torch (on Jetson: NVIDIA's wheel for JetPack)")
     if not torch.cuda.is_available():
-        return f"no CUDA device visible (torch {torch.__version__}, CUDA {torch.version.cuda}: cuda.is_available() is False)"
+        return (f"no CUDA device visible (torch {torch.__version__}, CUDA {torch.version.cuda}: "
+                "cuda.is_available() is False)")
     if find_nvcc() is None:
         return "nvcc not found to build the kernels (set CUDA_HOME, or pip install 'wcc-bench[nvcc]')"
     if shutil.which(os.environ.get("CXX", "c++")) is None:
@@ -196,26 +194,17 @@ def load(verbose: bool = False) -> str | None:
 
     The outcome is remembered for the process.
     """
-    with _lock:
-        if "ok" in _state:
-            return None
-        if "error" in _state:
-            return str(_state["error"])
-        reason = _precheck()
-        if reason is None:
-            try:
-                _compile(verbose)
-                import torch
+    def build() -> None:
+        _compile(verbose)
+        import torch
 
-                torch.ops.wcc_cuda.forward  # noqa: B018 - fails here if registration did not happen
-            except Exception as exc:  # noqa: BLE001 - every failure becomes the backend's reason
-                text = " ".join(str(exc).split())
-                reason = f"building the CUDA kernels failed: {type(exc).__name__}: {text[-600:]}"
-        if reason is None:
-            _state["ok"] = True
-        else:
-            _state["error"] = reason
-        return reason
+        torch.ops.wcc_cuda.forward  # noqa: B018 - fails here if registration did not happen
+
+    def failure(exc: Exception) -> str:
+        text = " ".join(str(exc).split())
+        return f"building the CUDA kernels failed: {type(exc).__name__}: {text[-600:]}"
+
+    return load_once(_lock, _state, _precheck, build, failure)
 
 
 def main(argv: list[str] | None = None) -> int:

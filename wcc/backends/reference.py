@@ -25,18 +25,9 @@ from wcc.backends._registry import Backend, register_backend
 from wcc.config import WCCConfig
 from wcc.haar import check_levels, haar2d, ihaar2d, pad_to_multiple, padded_size
 from wcc.quant import signed_act_quant
+from wcc.rules import keep_count
 
-__all__ = ["ReferenceBackend", "has_nonfinite", "keep_count", "select_from_score", "select_positions"]
-
-
-def keep_count(height: int, width: int, config: WCCConfig) -> int:
-    """k = floor(H' * W' * keep_ratio) over the padded size (at least one position).
-
-    Raises ``ValueError`` when ``config.levels`` does not fit the size (see module docstring).
-    """
-    check_levels(height, width, config.levels)
-    hp, wp = padded_size(height, config.levels), padded_size(width, config.levels)
-    return max(1, int(hp * wp * config.keep_ratio))
+__all__ = ["ReferenceBackend", "has_nonfinite", "select_from_score", "select_positions"]
 
 
 def has_nonfinite(x: torch.Tensor) -> bool:

@@ -188,6 +188,10 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v), dtype=np.float32)
 
 
+def _grey(v: float) -> np.ndarray:
+    return np.full(3, v, dtype=np.float32)
+
+
 def _frac(a: np.ndarray) -> np.ndarray:
     return a - np.floor(a)
 
@@ -258,7 +262,7 @@ class _Scene:
         road_col = _hsv(rng.uniform(0.55, 0.7), rng.uniform(0.0, 0.12), rng.uniform(0.25, 0.45))
         walk_col = _hsv(rng.uniform(0.05, 0.15), rng.uniform(0.0, 0.2), rng.uniform(0.5, 0.75))
         grass_col = _hsv(rng.uniform(0.12, 0.28), rng.uniform(0.35, 0.6), rng.uniform(0.35, 0.6))
-        line_col = _hsv(0.14, 0.6, 0.85) if rng.random() < 0.2 else np.float32([0.85, 0.85, 0.85])
+        line_col = _hsv(0.14, 0.6, 0.85) if rng.random() < 0.2 else np.array([0.85, 0.85, 0.85], dtype=np.float32)
         palette = np.stack([road_col, walk_col, grass_col, line_col,
                             walk_col * 0.8, np.minimum(walk_col * 1.2, 1)])
         labels = np.array([ROAD, SIDEWALK, TERRAIN, ROAD, SIDEWALK, SIDEWALK], dtype=np.uint8)
@@ -360,7 +364,7 @@ class _Scene:
         if kind < 0.35:  # traffic sign: a coloured plate on the pole, slightly in front of it
             size = rng.uniform(0.5, 0.9)
             y = height - size / 2 - rng.uniform(0, 0.5)
-            plates = (_hsv(0.0, 0.85, 0.8), _hsv(0.6, 0.8, 0.7), _hsv(0.14, 0.85, 0.9), np.float32([0.9] * 3))
+            plates = (_hsv(0.0, 0.85, 0.8), _hsv(0.6, 0.8, 0.7), _hsv(0.14, 0.85, 0.9), _grey(0.9))
             col = plates[rng.integers(4)]
             if rng.random() < 0.5:
                 p = _ellipsoid(c, x, y, z - 0.05, size / 2, size / 2)
@@ -368,10 +372,10 @@ class _Scene:
                 p = _front_plane(c, z - 0.05, x - size / 2, x + size / 2, y - size / 2, y + size / 2)
             c.paint(p, SIGN, col)
             if p is not None:  # a white rim/inner symbol so plates are not flat blobs
-                c.paint(_ellipsoid(c, x, y, z - 0.06, size / 4, size / 4), SIGN, np.float32([0.95] * 3))
+                c.paint(_ellipsoid(c, x, y, z - 0.06, size / 4, size / 4), SIGN, _grey(0.95))
         elif kind < 0.65:  # traffic light: dark housing with one lit lamp
             hy = height - 0.5
-            c.paint(_front_plane(c, z - 0.1, x - 0.18, x + 0.18, hy - 0.9, hy), LIGHT, np.float32([0.08] * 3))
+            c.paint(_front_plane(c, z - 0.1, x - 0.18, x + 0.18, hy - 0.9, hy), LIGHT, _grey(0.08))
             lit = rng.integers(3)
             for k, hue in enumerate((0.0, 0.12, 0.36)):
                 col = _hsv(hue, 0.9, 0.95 if k == lit else 0.25)
@@ -392,7 +396,7 @@ class _Scene:
         else:
             w, h, length = 2.5, rng.uniform(3.0, 3.3), rng.uniform(10.0, 13.0)
             col = _hsv(rng.uniform(0, 1), rng.uniform(0.3, 0.8), rng.uniform(0.4, 0.9))
-        dark = np.float32([0.05, 0.05, 0.06])
+        dark = np.array([0.05, 0.05, 0.06], dtype=np.float32)
         glass = _hsv(0.6, 0.2, rng.uniform(0.1, 0.3))
         x0, x1 = x - w / 2, x + w / 2
         body_top = 0.9 if label == CAR else h
@@ -440,7 +444,7 @@ class _Scene:
         col = _hsv(rng.uniform(0, 1), rng.uniform(0.3, 0.9), rng.uniform(0.3, 0.9))
         for xw in (x - base / 2, x + base / 2):
             c.paint(_ellipsoid(c, xw, r, z, r, r, ring=0.2 if label == BICYCLE else 0.45), label,
-                    np.float32([0.08] * 3))
+                    _grey(0.08))
         if label == BICYCLE:
             c.paint(_front_plane(c, z, x - base / 2, x + base / 2, r + 0.15, r + 0.21), label, col)
             c.paint(_front_plane(c, z, x - 0.05, x + 0.05, r, r + 0.5), label, col)
@@ -455,7 +459,7 @@ class _Scene:
         rl, rr = self.road
         wl, wr = rl - self.walk[0], rr + self.walk[1]
         # Poles and signs along both kerbs.
-        for side, xk in ((0, rl - 0.4), (1, rr + 0.4)):
+        for xk in (rl - 0.4, rr + 0.4):
             z = rng.uniform(3.0, 15.0)
             while z < 80.0:
                 self.pole(xk, z)

@@ -1,6 +1,6 @@
 """Cityscapes semantic segmentation reader (real layout; SynthStreets writes the same layout).
 
-Layout (DESIGN section 5)::
+Layout (docs/design.md §5)::
 
     {root}/leftImg8bit/{split}/{city}/{city}_{seq:06d}_{frame:06d}_leftImg8bit.png
     {root}/gtFine/{split}/{city}/{city}_{seq:06d}_{frame:06d}_gtFine_labelIds.png
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wcc.data._io import check_same_size, DatasetLayoutError, read_label_png, read_rgb
+from wcc.data._io import DatasetLayoutError, check_same_size, read_label_png, read_rgb
 from wcc.data.transforms import PairTransform, eval_transform
 
 __all__ = [

@@ -1,6 +1,6 @@
 """KITTI depth reader: raw-drive RGB plus annotated uint16 depth (SynthStreets writes the same).
 
-Layout (one consistent layout, DESIGN section 5)::
+Layout (one consistent layout, docs/design.md §5)::
 
     RGB:   {root}/{date}/{date}_drive_{NNNN}_sync/image_02/data/{frame:010d}.png
     depth: {root}/{date}/{date}_drive_{NNNN}_sync/proj_depth/groundtruth/image_02/{frame:010d}.png
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wcc.data._io import check_same_size, DatasetLayoutError, read_depth_png, read_rgb, write_bytes_atomic
+from wcc.data._io import DatasetLayoutError, check_same_size, read_depth_png, read_rgb, write_bytes_atomic
 from wcc.data.transforms import PairTransform, eval_transform
 
 __all__ = [

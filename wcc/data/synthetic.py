@@ -214,7 +214,8 @@ def ensure_synthstreets(
     return generate(root, num, size, seed, val_fraction=val_fraction, progress=progress)
 
 
-def _parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """``"256x512"`` -> ``(256, 512)``: an argparse type for HxW sizes (a clear error otherwise)."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -237,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path,
                         help="output folder (created; must be empty or a SynthStreets output)")
     parser.add_argument("--num", required=True, type=int, help="number of scenes (train + val)")
-    parser.add_argument("--size", type=_parse_size, default=(256, 512), help="image size HxW (default 256x512)")
+    parser.add_argument("--size", type=parse_size, default=(256, 512), help="image size HxW (default 256x512)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of scenes in val (default 0.2)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")

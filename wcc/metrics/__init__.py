@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN section 6).
+"""Evaluation metrics (docs/design.md §6).
 
 - :class:`SegmentationMetric`: confusion matrix over a split, per-class IoU and mIoU, with the
   conventions of the official Cityscapes evaluation.

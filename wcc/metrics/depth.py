@@ -1,4 +1,4 @@
-"""Monocular depth metrics of Eigen et al., with the KITTI evaluation protocol (DESIGN section 6).
+"""Monocular depth metrics of Eigen et al., with the KITTI evaluation protocol (docs/design.md §6).
 
 Per image:
 
@@ -19,7 +19,7 @@ valid pixel are left out. Computation is in float64.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -154,7 +154,8 @@ class DepthMetric:
 
     def __init__(self, *, crop: Literal["garg"] | None = None, median_scaling: bool = False,
                  min_depth: float = 1e-3, max_depth: float = 80.0) -> None:
-        self.kwargs = dict(crop=crop, median_scaling=median_scaling, min_depth=min_depth, max_depth=max_depth)
+        self.kwargs: dict[str, Any] = dict(crop=crop, median_scaling=median_scaling, min_depth=min_depth,
+                                           max_depth=max_depth)
         self.reset()
 
     def reset(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,8 @@ from wcc.train.checkpoint import save_checkpoint
 from wcc.train.losses import segmentation_loss, silog_loss
 from wcc.train.recipe import Recipe
 
-__all__ = ["train_steps", "evaluate_segmentation", "evaluate_depth", "StepBatches", "TrainingDiverged", "loader_workers"]
+__all__ = ["train_steps", "evaluate_segmentation", "evaluate_depth", "StepBatches", "TrainingDiverged",
+           "loader_workers"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -88,7 +89,8 @@ def loader_workers(requested: int) -> int:
 
 
 def _param_groups(model: nn.Module, lr: float, backbone_mult: float) -> list[dict[str, Any]]:
-    backbone, rest = [], []
+    backbone: list[nn.Parameter] = []
+    rest: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (backbone if name.startswith("backbone.") else rest).append(p)
@@ -207,8 +209,9 @@ def evaluate_segmentation(model: nn.Module, dataset: Dataset, *, num_classes: in
 
 
 @torch.no_grad()
-def evaluate_depth(model: nn.Module, dataset: Dataset, *, crop: str | None = "garg", median_scaling: bool = False,
-                   device: torch.device | str = "cpu", progress: bool = True) -> dict[str, float]:
+def evaluate_depth(model: nn.Module, dataset: Dataset, *, crop: Literal["garg"] | None = "garg",
+                   median_scaling: bool = False, device: torch.device | str = "cpu",
+                   progress: bool = True) -> dict[str, float]:
     """Eigen metrics averaged over images (those with ground truth); predictions upsampled to
     the ground truth's size."""
     from wcc.metrics import DepthMetric

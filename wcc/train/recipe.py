@@ -69,7 +69,7 @@ class Recipe:
 
 
 def paper_segmentation() -> Recipe:
-    """VainF DeepLabV3+ defaults for Cityscapes (DESIGN 4): SGD 0.9, wd 1e-4, poly 0.9, 30k
+    """VainF DeepLabV3+ defaults for Cityscapes (docs/design.md §4): SGD 0.9, wd 1e-4, poly 0.9, 30k
     iterations, batch 16, lr 0.1, 768x768 crops, backbone at 0.1x. Fine-tuning stages: 1/10 of
     the schedule at 1/10 of the rate (the paper does not publish its fine-tuning schedule)."""
     return Recipe(task="segmentation", optimizer="sgd", lr=0.1, steps=30_000, batch_size=16, crop=(768, 768),

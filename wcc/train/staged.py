@@ -1,4 +1,4 @@
-"""The staged recipe (DESIGN 3.5): each stage starts from its parent's checkpoint, converts with
+"""The staged recipe (docs/design.md §3.5): each stage starts from its parent's checkpoint, converts with
 its own config (learned clips carry over), fine-tunes and evaluates.
 
 Files of a stage, in ``workdir/<stage name>/``:

@@ -21,9 +21,10 @@ import os
 
 import torch
 
-from wcc.backends._registry import ENV_VAR, Backend, register_backend
-from wcc.backends.reference import REFERENCE, has_nonfinite, keep_count
+from wcc.backends._registry import ENV_VAR, Backend, register_backend, requested_backend
+from wcc.backends.reference import REFERENCE, has_nonfinite
 from wcc.config import WCCConfig
+from wcc.rules import check_op_args, keep_count
 
 __all__ = ["TritonBackend", "PRIORITY", "SUPPORTED_DTYPES", "MAX_LEVELS"]
 
@@ -56,8 +57,7 @@ class TritonBackend(Backend):
         return None
 
     def _requested_by_name(self, config: WCCConfig) -> bool:
-        forced = os.environ.get(ENV_VAR, "").strip()
-        return (forced or config.backend) == self.name
+        return requested_backend(config) == self.name
 
     def unsupported_reason(self, x: torch.Tensor, config: WCCConfig) -> str | None:
         if x.dtype == torch.float64:
@@ -79,15 +79,7 @@ class TritonBackend(Backend):
         return None
 
     def _check_call(self, x, weight, bias, act_alpha) -> None:
-        from wcc.layers import check_input  # lazy: wcc.layers imports wcc.backends
-
-        if weight.dim() != 2:
-            raise ValueError(f"the triton backend expects a (C_out, C_in) weight, got shape {tuple(weight.shape)}")
-        check_input(x, weight.shape[1], "WCC triton backend")
-        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-        if act_alpha.numel() != 1:
-            raise ValueError(f"act_alpha must be a scalar, got shape {tuple(act_alpha.shape)}")
+        check_op_args(x, weight, bias, act_alpha, "triton")
 
     def wcc_conv(self, x, weight, bias, act_alpha, config, weight_codes=None):
         """See :meth:`Backend.wcc_conv`. Under autocast the op runs in the autocast dtype, as

@@ -64,6 +64,7 @@ class WCCTritonFunction(torch.autograd.Function):
         if compact:
             out_kept = _ops.gemm(weight, _ops.haar_compact(x, levels, rank, k), None, alpha, act_bits)
         else:
+            assert coeffs is not None  # stored whenever the strategy is not "compact"
             out_kept = _ops.gemm(weight, coeffs, idx, alpha, act_bits)
         del coeffs
         y = _ops.scatter_ihaar(out_kept, rank, levels, h, w, bias)

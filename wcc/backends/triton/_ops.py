@@ -276,7 +276,7 @@ def gemm(
     out = torch.empty(n, m, ncols, device=b.device, dtype=b.dtype)
     bm, bn, bk, warps, stages = _gemm_blocks(m, kdim, ncols, b.dtype != torch.float32)
     quant = act_bits is not None
-    nlev = float(2 ** (act_bits - 1) - 1) if quant else 1.0
+    nlev = float(2 ** (act_bits - 1) - 1) if act_bits is not None else 1.0
     idx_arg = idx if idx is not None else out
     grid = (triton.cdiv(m, bm), triton.cdiv(ncols, bn), n)
     _kernels().gemm_kernel[grid](

@@ -1,4 +1,4 @@
-"""The published numbers (DESIGN 4), as data.
+"""The published numbers (docs/design.md §4), as data.
 
 Source: the paper's results as listed in the official repository's README. BOPs in billions;
 precision is weight bits / activation bits; shrinkage is the fraction of wavelet positions kept.

@@ -36,7 +36,7 @@ class TableSweep:
     rows: tuple[SweepRow, ...]
     arch: dict  # builder + kwargs (see wcc.train.checkpoint.build_model)
     bops_input: tuple[int, int, int, int]  # the paper's resolution
-    # "paper": the published Cityscapes convention (DESIGN 3.7). The published KITTI rows do
+    # "paper": the published Cityscapes convention (docs/design.md §3.7). The published KITTI rows do
     # not follow it (their 8/8 row is 133.6 B, not FP32/16 = 72.7 B); they fit FP first/last
     # layers counted at 32x32 bits, which is wcc.accounting's "actual" convention.
     bops_convention: Literal["paper", "actual"]

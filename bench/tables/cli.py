@@ -30,7 +30,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partition", default=None, help="SLURM partition (with --executor slurm)")
     p.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per SLURM job (default: %(default)s)")
     p.add_argument("--timeout-min", type=int, default=24 * 60, help="SLURM time limit per row, minutes")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (rows, stages, parents), run the same argument and data checks as a real run (every sample decoded), and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (rows, stages, parents), run the same argument and data checks as a real "
+                        "run (every sample decoded), and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -52,8 +54,8 @@ def _path_and_device_errors(args: argparse.Namespace) -> list[str]:
 
     errors = [writable_dir("--out", args.out), writable_dir("--results", args.results)]
     if args.data_root is not None and not os.path.isdir(args.data_root):
-        errors.append(f"--data-root {args.data_root}: does not exist (no such folder); give the folder holding the datasets "
-                      f"(or leave it out to generate SynthStreets)")
+        errors.append(f"--data-root {args.data_root}: does not exist (no such folder); give the folder holding the "
+                      f"datasets (or leave it out to generate SynthStreets)")
     if args.device != "auto":
         try:
             dev = torch.device(args.device)
@@ -72,8 +74,8 @@ def _path_and_device_errors(args: argparse.Namespace) -> list[str]:
 def _plan(tables: list[str], profile_name: str) -> str:
     from tabulate import tabulate
 
-    from bench.sweeps import SWEEPS
-    from bench.sweeps.profiles import get_profile
+    from bench.tables.profiles import get_profile
+    from bench.tables.sweeps import SWEEPS
 
     prof = get_profile(profile_name)
     rows = []
@@ -91,7 +93,7 @@ def _plan(tables: list[str], profile_name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.sweeps import SWEEPS
+    from bench.tables.sweeps import SWEEPS
 
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     bad = [t for t in tables if t not in SWEEPS]
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     device = _device(args.device)
     if args.dry_run:
-        from bench.tables import DataError, check_run_data
+        from bench.tables.run import DataError, check_run_data
 
         print(_plan(tables, args.profile))
         try:  # the same argument and data checks as a real run, without training or generating anything
@@ -123,9 +125,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
         return 0
 
-    from bench.executors import JobLostError, LocalExecutor, SubmititExecutor
     from bench.store import StoreConflictError
-    from bench.tables import CorruptRecordError, DataError, format_table, jobs_for, prepare_run, write_csvs
+    from bench.tables.executors import JobLostError, LocalExecutor, SubmititExecutor
+    from bench.tables.run import CorruptRecordError, DataError, format_table, jobs_for, prepare_run, write_csvs
 
     t0 = time.perf_counter()
     try:
@@ -135,12 +137,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     jobs = [j for j in jobs_for(spec, tables)]
+    executor: LocalExecutor | SubmititExecutor
     if args.executor == "local":
         executor = LocalExecutor()
     else:
         from pathlib import Path
 
-        executor = SubmititExecutor(Path(args.out) / "submitit", cluster="slurm" if args.executor == "slurm" else "local",
+        executor = SubmititExecutor(Path(args.out) / "submitit",
+                                    cluster="slurm" if args.executor == "slurm" else "local",
                                     partition=args.partition, gpus_per_job=args.gpus_per_job,
                                     timeout_min=args.timeout_min)
     try:

@@ -1,4 +1,4 @@
-"""Helpers shared by the asv benchmarks (only torch and wcc: they run against old commits too)."""
+"""Helpers shared by the asv benchmarks: device, threads and clock (asv is the per-commit tool)."""
 
 from __future__ import annotations
 
@@ -49,19 +49,3 @@ def require(module: str, what: str) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise NotImplementedError(f"this commit has no {what} ({exc})") from None
-
-
-def wcc_layer(conv: torch.nn.Module, backend: str, keep_ratio: float, x: torch.Tensor) -> torch.nn.Module:
-    """A WCCConv2d of ``conv`` on ``backend``, or skip when the commit/machine cannot run it."""
-    from wcc.config import WCCConfig
-    from wcc.layers import WCCConv2d
-
-    backends = require("wcc.backends", "backend registry")
-    if backend not in backends.list_backends():
-        raise NotImplementedError(f"this commit has no WCC backend {backend!r}")
-    config = WCCConfig(levels=3, keep_ratio=keep_ratio, backend=backend)
-    try:
-        backends.select_backend(x, config)
-    except backends.BackendUnavailableError as exc:
-        raise NotImplementedError(str(exc)) from None
-    return WCCConv2d.from_conv2d(conv, config)

@@ -34,8 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("new", metavar="NEW", help="the results to judge, same forms as BASE")
     parser.add_argument("--results", metavar="DIR", help="BASE and NEW are versions inside this results directory")
     parser.add_argument("--brief", action="store_true", help="count the unchanged rows instead of listing them")
-    parser.add_argument("--validate", action="store_true", help="accepted for compatibility: every record is validated against its "
-                                                                  "schema, and an invalid one always exits 2")
+    parser.add_argument("--validate", action="store_true",
+                        help="accepted for compatibility: every record is validated against its schema, and an invalid "
+                             "one always exits 2")
     add_rule_options(parser)
     parser.epilog = ("Only measurements of the same machine and configuration are paired. Exit status: 1 when "
                      "anything regressed, 0 otherwise, 2 on bad input or when nothing could be paired.")

@@ -1,6 +1,11 @@
-"""Timing a callable: warm-up, device synchronisation inside the timed region, median and IQR.
+"""The one timing harness: warm-up, device synchronisation inside the timed region, median and IQR.
 
-Rules (DESIGN 7): warm up first (lazy initialisation, autotuning, JIT builds and caches must not
+Everything the suite times goes through :func:`time_callable`: the layer and model grids of
+``python -m bench timing``, the backend self-benchmark (:mod:`bench.timing.backend_bench`) and
+the asv benchmarks' cases (asv keeps its own clock: it is the per-commit tool). The methodology
+is written once, in ``bench/README.md``.
+
+Rules (docs/design.md §7): warm up first (lazy initialisation, autotuning, JIT builds and caches must not
 land in the samples); a sample ends only when the device has finished the work, so on CUDA each
 sample is bracketed by CUDA events recorded on the stream and read after the end event has
 completed; report the median and the interquartile range over several samples and keep the raw
@@ -19,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 __all__ = ["Timing", "median_iqr", "time_callable", "synchronize"]
@@ -50,20 +56,13 @@ class Timing:
                 "number": self.number, "warmup": self.warmup}
 
 
-def _quantile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolation quantile (numpy's default method) of already sorted values."""
-    pos = (len(sorted_values) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def median_iqr(samples: "list[float] | tuple[float, ...]") -> tuple[float, float]:
-    """(median, Q3 - Q1) with linear interpolation; one sample has an IQR of 0."""
-    if not samples:
+    """(median, Q3 - Q1) of ``samples`` (``numpy.percentile``, linear interpolation); one
+    sample has an IQR of 0."""
+    if not len(samples):
         raise ValueError("median_iqr needs at least one sample")
-    s = sorted(float(v) for v in samples)
-    return _quantile(s, 0.5), _quantile(s, 0.75) - _quantile(s, 0.25)
+    q1, med, q3 = np.percentile(np.asarray(samples, dtype=float), (25, 50, 75))
+    return float(med), float(q3 - q1)
 
 
 def synchronize(device: torch.device) -> None:

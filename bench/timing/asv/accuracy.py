@@ -1,4 +1,4 @@
-"""Accuracy as errors (lower is better, DESIGN 7) on a tiny fixed synthetic eval.
+"""Accuracy as errors (lower is better, docs/design.md §7) on a tiny fixed synthetic eval.
 
 The eval needs no training and no download: 8 SynthStreets scenes (128x256, seed 0) fit a
 per-pixel linear classifier in closed form (ridge regression on fixed features: seeded random
@@ -45,6 +45,8 @@ def _scenes(indices: range) -> tuple[torch.Tensor, torch.Tensor]:
 class _Features(nn.Module):
     """Fixed (seeded, untrained) features: two random convs + ReLU, RGB, positions, a constant."""
 
+    pos: torch.Tensor  # (1, 12, H, W) positional encoding (a buffer)
+
     def __init__(self) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(0)
@@ -52,6 +54,7 @@ class _Features(nn.Module):
         self.c2 = nn.Conv2d(_CHANNELS, _CHANNELS, 3, padding=2, dilation=2)
         with torch.no_grad():
             for conv in (self.c1, self.c2):
+                assert conv.bias is not None
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * conv.weight[0].numel() ** -0.5)
                 conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.5)
         h, w = _SIZE
@@ -107,6 +110,7 @@ class SynthSegErrors:
         conv = nn.Conv2d(weight.shape[1], weight.shape[0], 1, bias=False)
         with torch.no_grad():
             conv.weight.copy_(weight.view(*weight.shape, 1, 1))
+        layer: nn.Module
         if variant == "A8":
             layer = QuantConv2d.from_conv2d(conv, weight_bits=None, act_bits=8)
         elif variant.startswith("WCC"):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.tables import RowJob, run_row
+from bench.tables.run import RowJob, run_row
 
 __all__ = ["LocalExecutor", "SubmititExecutor", "JobLostError"]
 

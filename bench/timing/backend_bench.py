@@ -1,62 +1,39 @@
-"""Layer benchmark of the triton backend: triton WCC vs dense cuDNN 1x1 conv vs the reference.
+"""Backend self-benchmark: triton WCC (each forward strategy) vs dense cuDNN 1x1 conv vs the reference.
 
-    python -m wcc.backends.triton.bench                      # (8, 256->256, 128x256) fp16, keep 25%
-    python -m wcc.backends.triton.bench --backward --json out.json
+    python -m bench.timing.backend_bench                      # (8, 256->256, 128x256) fp16, keep 25%
+    python -m bench.timing.backend_bench --backward --json out.json
 
 Times one WCC layer op (the backend call; the weight is already quantized, as WCCConv2d hands
 it over) against ``F.conv2d`` with the same 1x1 weight (cuDNN, ``cudnn.benchmark`` on) and
-against the reference backend, with CUDA events, after warm-up; reports the median. The triton
+against the reference backend with the suite's one harness (:func:`bench.timing.harness.time_callable`:
+CUDA events, warm-up, ``reps`` samples); reports the median. The triton
 backend is timed with each forward strategy (``_autograd.FORWARD_STRATEGY``: "gather", the
-default, and "compact"). Targets from the issue: triton <= 1.0x dense latency and >= 3x faster
+default, and "compact"). Targets (docs/design.md §8): triton <= 1.0x dense latency and >= 3x faster
 than the reference.
 
-On a CPU (for a smoke test under ``TRITON_INTERPRET=1``) the same code times with
+On a CPU (for a smoke test under ``TRITON_INTERPRET=1``) the harness times with
 ``time.perf_counter``; such numbers mean nothing about GPU speed.
+
+(Until the tree was reorganised this was ``python -m wcc.backends.triton.bench``; the method
+library no longer carries a timer of its own.)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from bench.timing.harness import time_callable
 from wcc.config import WCCConfig
 
-__all__ = ["benchmark", "time_ms", "main"]
+__all__ = ["benchmark", "main"]
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-def time_ms(fn: Callable[[], object], device: torch.device, warmup: int, reps: int) -> list[float]:
-    """Milliseconds of each of ``reps`` calls of ``fn`` after ``warmup`` calls.
-
-    On CUDA each call is bracketed by its own pair of events (device time, launch overhead
-    included because the stream is not otherwise busy); elsewhere wall-clock time.
-    """
-    for _ in range(warmup):
-        fn()
-    times = []
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        for _ in range(reps):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return times
 
 
 def benchmark(
@@ -134,7 +111,8 @@ def benchmark(
     prev = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     try:
-        ms = {name: statistics.median(time_ms(step(op), device, warmup, reps)) for name, op in ops.items()}
+        ms = {name: time_callable(step(op), device, warmup=warmup, min_samples=reps, max_samples=reps).median * 1e3
+              for name, op in ops.items()}
     finally:
         torch.backends.cudnn.benchmark = prev
     ms["triton"] = ms[f"triton-{_autograd.FORWARD_STRATEGY}"]
@@ -153,7 +131,7 @@ def benchmark(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m wcc.backends.triton.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.timing.backend_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--c-in", type=int, default=256)
     p.add_argument("--c-out", type=int, default=256)

@@ -23,10 +23,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.paper import TABLE_METRICS, paper_row
+from bench.rows import TableRecord
 from bench.store import ResultStore, SchemaError, atomic_write_text
-from bench.sweeps import SWEEPS, SweepRow, TableSweep
-from bench.sweeps.profiles import Profile, get_profile
+from bench.tables.paper import TABLE_METRICS, paper_row
+from bench.tables.profiles import Profile, get_profile
+from bench.tables.sweeps import SWEEPS, SweepRow, TableSweep
 
 __all__ = ["RowJob", "RunSpec", "prepare_run", "run_row", "row_bops", "write_csvs", "format_table",
            "CSV_COLUMNS", "CorruptRecordError", "DataError", "check_run_data", "preflight", "jobs_for", "data_source"]
@@ -114,6 +115,8 @@ def _datasets(profile: Profile, table: str, spec: RunSpec):
 
     recipe = profile.recipes[table]
     root = _data_roots(profile, spec)[table]
+    train: Any
+    val: Any
     eval_size = (profile.eval_size or {}).get(table)
     raw = Compose([])  # training samples stay in [0, 1]; the train transform augments + normalises
     progress = spec.progress
@@ -151,7 +154,7 @@ def preflight(profile: Profile, spec: RunSpec, tables: list[str]) -> None:
 
     Raises :class:`DataError` listing the files and their problems (nothing is trained).
     """
-    from bench.preflight import CACHE_NAME, check_samples
+    from bench.tables.preflight import CACHE_NAME, check_samples
 
     named = []
     for table in tables:
@@ -292,9 +295,8 @@ def run_row(job: RowJob) -> dict[str, Any]:
     metrics = _clean(result.metrics)
     if "iou" in result.metrics:  # per-class IoU, kept for the report
         metrics.update({f"iou_{k}": v for k, v in _clean(dict(result.metrics["iou"])).items()})
-    record = store.new_record(
-        "tables",
-        table=job.table,
+    record = store.new_record("tables", **TableRecord(
+        table=sweep.table,
         row={"id": row.id, "precision": row.precision, "shrinkage": row.shrinkage, "parent": row.stage.parent},
         data=data_source(profile, job.table, spec),
         synthetic=profile.data == "synthetic",
@@ -313,7 +315,7 @@ def run_row(job: RowJob) -> dict[str, Any]:
         train_time_s=result.train_time_s,
         eval_time_s=result.eval_time_s,
         device=spec.device,
-    )
+    ).to_dict())
     store.write("tables", job.record_name, record)
     return record
 

@@ -1,0 +1,46 @@
+"""What the builds of the compiled backends share (``cpu_build``, ``cuda_build``): where the
+cache lives and the build-and-load-once state machine. It imports no backend."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["cache_root", "load_once"]
+
+
+def cache_root(env_var: str) -> Path:
+    """The cache folder, first that is set: ``$<env_var>``, ``$TORCH_EXTENSIONS_DIR/wcc``,
+    ``$XDG_CACHE_HOME/wcc`` (default ``~/.cache/wcc``)."""
+    root = os.environ.get(env_var)
+    if not root and os.environ.get("TORCH_EXTENSIONS_DIR"):
+        root = os.path.join(os.environ["TORCH_EXTENSIONS_DIR"], "wcc")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(xdg, "wcc")
+    return Path(root)
+
+
+def load_once(lock: threading.Lock, state: dict[str, object], precheck: Callable[[], str | None],
+              build: Callable[[], None], failure: Callable[[Exception], str]) -> str | None:
+    """Build and load once per process: None on success, else why not (remembered in ``state``,
+    so later calls are free). ``precheck`` says why a build cannot even start; ``build`` raises
+    when building or loading fails, and ``failure`` turns that exception into the reason."""
+    with lock:
+        if "ok" in state:
+            return None
+        if "error" in state:
+            return str(state["error"])
+        reason = precheck()
+        if reason is None:
+            try:
+                build()
+            except Exception as exc:  # noqa: BLE001 - every failure becomes the backend's reason
+                reason = failure(exc)
+        if reason is None:
+            state["ok"] = True
+        else:
+            state["error"] = reason
+        return reason
