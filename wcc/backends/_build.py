@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["cache_root", "load_once"]
+__all__ = ["cache_root", "load_once", "report_load"]
 
 
 def cache_root(env_var: str) -> Path:
@@ -44,3 +44,14 @@ def load_once(lock: threading.Lock, state: dict[str, object], precheck: Callable
         else:
             state["error"] = reason
         return reason
+
+
+def report_load(label: str, reason: str | None, cache: Path) -> int:
+    """The ``python -m wcc.backends.*_build`` ending: say whether the kernels loaded, as an exit code."""
+    import sys
+
+    if reason is not None:
+        print(f"wcc {label} kernels: NOT available: {reason}", file=sys.stderr)
+        return 1
+    print(f"wcc {label} kernels: built and loaded from {cache}")
+    return 0

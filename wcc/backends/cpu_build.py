@@ -23,7 +23,7 @@ import sys
 import threading
 from pathlib import Path
 
-from wcc.backends._build import cache_root, load_once
+from wcc.backends._build import cache_root, load_once, report_load
 
 __all__ = ["SOURCE", "EXT_NAME", "cache_dir", "load", "load_error", "main"]
 
@@ -138,12 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m wcc.backends.cpu_build", description=__doc__.split("\n")[0])
     parser.add_argument("--quiet", action="store_true", help="do not show the compiler's output")
     args = parser.parse_args(argv)
-    reason = load(verbose=not args.quiet)
-    if reason is not None:
-        print(f"wcc cpu kernels: NOT available: {reason}", file=sys.stderr)
-        return 1
-    print(f"wcc cpu kernels: built and loaded from {cache_dir()}")
-    return 0
+    return report_load("cpu", load(verbose=not args.quiet), cache_dir())
 
 
 if __name__ == "__main__":

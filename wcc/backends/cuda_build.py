@@ -34,7 +34,7 @@ import sys
 import threading
 from pathlib import Path
 
-from wcc.backends._build import cache_root, load_once
+from wcc.backends._build import cache_root, load_once, report_load
 
 __all__ = [
     "BINDING",
@@ -236,12 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         for obj in objects:
             print(f"wcc cuda compile-only: {obj} ({obj.stat().st_size} bytes)")
         return 0
-    reason = load(verbose=not args.quiet)
-    if reason is not None:
-        print(f"wcc cuda kernels: NOT available: {reason}", file=sys.stderr)
-        return 1
-    print(f"wcc cuda kernels: built and loaded from {cache_dir()}")
-    return 0
+    return report_load("cuda", load(verbose=not args.quiet), cache_dir())
 
 
 if __name__ == "__main__":
