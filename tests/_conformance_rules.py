@@ -106,3 +106,28 @@ def check_ties_lowest_position(backend, device: torch.device, dtype: torch.dtype
     x64 = tie_input()
     assert torch.equal(backend.keep_indices(x64.to(device=device, dtype=dtype), cfg).cpu(),
                        documented_selection(x64, cfg))
+
+
+def alpha_grad_scale(x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor, cfg: WCCConfig, alpha: float,
+                     support: torch.Tensor | None = None) -> float:
+    """sum |dL/dq * dq/dalpha| over the kept coefficients (float64): the scale of the activation clip's
+    gradient rounding error (its terms cancel, so a relative check against its value is meaningless).
+
+    ``support`` (N, k) gives the kept positions; by default the reference's selection."""
+    from wcc.backends.reference import select_positions
+    from wcc.haar import haar2d, pad_to_multiple
+    from wcc.rules import keep_count
+
+    n, levels = x.shape[0], cfg.levels
+    coeffs = haar2d(pad_to_multiple(x, levels), levels).flatten(2)
+    if support is None:
+        support = select_positions(coeffs, keep_count(x.shape[-2], x.shape[-1], cfg))
+    k = support.shape[1]
+    kept = coeffs.gather(2, support[:, None].expand(n, x.shape[1], k))
+    g_kept = haar2d(pad_to_multiple(grad, levels), levels).flatten(2).gather(2, support[:, None].expand(
+        n, weight.shape[0], k))
+    grad_q = weight.T @ g_kept
+    nlev = 2 ** (cfg.act_bits - 1) - 1
+    u = kept / alpha
+    q = torch.round(u.clamp(-1, 1) * nlev) / nlev
+    return float((grad_q * torch.where(u.abs() > 1, u.sign(), q - u)).abs().sum())

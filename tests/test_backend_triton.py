@@ -22,10 +22,11 @@ from torch import nn
 
 pytest.importorskip("triton", reason="triton is not installed (pip install 'wcc-bench[triton]')")
 
+from _conformance_rules import alpha_grad_scale  # noqa: E402
+
 import wcc.backends.reference as reference_module  # noqa: E402
 from wcc import WCCConfig, WCCConv2d  # noqa: E402
 from wcc.backends import BackendUnavailableError, get_backend, list_backends, select_backend  # noqa: E402
-from wcc.backends.reference import select_positions  # noqa: E402
 from wcc.haar import haar2d, pad_to_multiple  # noqa: E402
 from wcc.quant import signed_act_quant  # noqa: E402
 from wcc.rules import keep_count  # noqa: E402
@@ -82,24 +83,6 @@ def _assert_tie_free(x: torch.Tensor, config: WCCConfig) -> None:
     top = score.sort(dim=1, descending=True).values
     gap = (top[:, k - 1] - top[:, k]) / top[:, k - 1]
     assert bool((gap > 1e-5).all()), f"test input has a near-tie at the selection boundary: {gap}"
-
-
-def _alpha_grad_scale(x, weight, grad, config) -> float:
-    """sum |dL/dq * d q/d alpha| over the kept coefficients (float64): the scale of the alpha
-    gradient's rounding error, since its terms cancel."""
-    levels, n = config.levels, x.shape[0]
-    k = keep_count(x.shape[-2], x.shape[-1], config)
-    coeffs = haar2d(pad_to_multiple(x, levels), levels).flatten(2)
-    idx = select_positions(coeffs, k)
-    kept = coeffs.gather(2, idx[:, None].expand(n, x.shape[1], k))
-    g_coeffs = haar2d(pad_to_multiple(grad, levels), levels).flatten(2)
-    g_kept = g_coeffs.gather(2, idx[:, None].expand(n, weight.shape[0], k))
-    grad_q = weight.T @ g_kept
-    nlev = 2 ** (config.act_bits - 1) - 1
-    u = kept / ALPHA
-    q = torch.round(u.clamp(-1, 1) * nlev) / nlev
-    slope = torch.where(u.abs() > 1, u.sign(), q - u)
-    return float((grad_q * slope).abs().sum())
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, rel: float, scale: float | None = None) -> None:
@@ -233,7 +216,7 @@ def test_float32_matches_float64_reference(interpreted, shape, levels, act_bits,
     if act_bits is None:
         assert grads["alpha"] is None or float(grads["alpha"]) == 0.0
     else:
-        _close(grads["alpha"], grads64["alpha"], 1e-5, scale=_alpha_grad_scale(x, weight, grad, cfg))
+        _close(grads["alpha"], grads64["alpha"], 1e-5, scale=alpha_grad_scale(x, weight, grad, cfg, ALPHA))
 
 
 @pytest.mark.parametrize("act_bits", [8, None])

@@ -35,6 +35,7 @@ import pytest
 import torch
 from _conformance_rules import (
     TOO_MANY_LEVELS,
+    alpha_grad_scale,
     check_levels_at_the_limit,
     check_levels_rejected,
     check_nonfinite_rule,
@@ -159,19 +160,15 @@ def _reference64(x, weight, bias, grad, config, with_bias, support=None, monkeyp
         return _run(REFERENCE, x, weight, bias, grad, config, torch.device("cpu"), torch.float64, with_bias)
 
 
-def _alpha_grad_scale(x, weight, grad, config, support) -> float:
-    """sum |dL/dq * dq/dalpha| over the kept coefficients (float64): the alpha gradient's
-    rounding scale, since its terms cancel."""
-    n, levels = x.shape[0], config.levels
-    k = support.shape[1]
-    kept = haar2d(pad_to_multiple(x, levels), levels).flatten(2).gather(2, support[:, None].expand(n, x.shape[1], k))
-    g_kept = haar2d(pad_to_multiple(grad, levels), levels).flatten(2)
-    g_kept = g_kept.gather(2, support[:, None].expand(n, weight.shape[0], k))
-    grad_q = weight.T @ g_kept
-    nlev = 2 ** (config.act_bits - 1) - 1
-    u = kept / ALPHA
-    q = torch.round(u.clamp(-1, 1) * nlev) / nlev
-    return float((grad_q * torch.where(u.abs() > 1, u.sign(), q - u)).abs().sum())
+def _case(backend_on, shape, c_out: int, levels: int, keep: float, act_bits, seed: int):
+    """The battery's config and float64 problem for one case, or a skip with the backend's own reason
+    when it refuses the case (``backend_on`` is the (backend, device, dtype) of the test)."""
+    backend, device, dtype = backend_on
+    config = WCCConfig(levels=levels, keep_ratio=keep, act_bits=act_bits, backend=backend.name)
+    refusal = _refusal(backend, device, dtype, config, shape)
+    if refusal is not None:
+        pytest.skip(f"{backend.name} refuses this case: {refusal}")
+    return config, _problem(shape, c_out, config, seed=seed)
 
 
 def _assert_rel(actual, expected, tol: float, what: str, scale: float | None = None) -> None:
@@ -184,11 +181,8 @@ def _assert_rel(actual, expected, tol: float, what: str, scale: float | None = N
 @pytest.mark.parametrize("shape,c_out,levels,keep,act_bits,with_bias", CASES)
 def test_backend_matches_reference(backend_on, monkeypatch, shape, c_out, levels, keep, act_bits, with_bias):
     backend, device, dtype = backend_on
-    config = WCCConfig(levels=levels, keep_ratio=keep, act_bits=act_bits, backend=backend.name)
-    refusal = _refusal(backend, device, dtype, config, shape)
-    if refusal is not None:
-        pytest.skip(f"{backend.name} refuses this case: {refusal}")
-    x, weight, bias, grad = _problem(shape, c_out, config, seed=sum(shape) + levels)
+    config, (x, weight, bias, grad) = _case(backend_on, shape, c_out, levels, keep, act_bits,
+                                            seed=sum(shape) + levels)
     tol = TOLERANCE[dtype]
 
     got_idx = backend.keep_indices(x.to(device=device, dtype=dtype), config).cpu()
@@ -224,7 +218,7 @@ def test_backend_matches_reference(backend_on, monkeypatch, shape, c_out, levels
     if act_bits is None:
         assert grads["alpha"] is None or float(grads["alpha"].abs().max()) == 0.0
     else:
-        scale = _alpha_grad_scale(x, weight, grad, config, support if support is not None else ref_idx)
+        scale = alpha_grad_scale(x, weight, grad, config, ALPHA, support if support is not None else ref_idx)
         _assert_rel(grads["alpha"].reshape(()), grads64["alpha"].reshape(()), tol, "grad act_alpha", scale=scale)
 
 
@@ -239,11 +233,8 @@ def test_integer_weight_codes_match_reference(backend_on, monkeypatch, shape, c_
     """Inference with the weight's integer codes (the int8 GEMMs of the cpu and cuda backends;
     other backends ignore the hint) equals the float64 reference on the fake-quant weight."""
     backend, device, dtype = backend_on
-    config = WCCConfig(levels=levels, keep_ratio=keep, act_bits=act_bits, backend=backend.name)
-    refusal = _refusal(backend, device, dtype, config, shape)
-    if refusal is not None:
-        pytest.skip(f"{backend.name} refuses this case: {refusal}")
-    x, weight, bias, grad = _problem(shape, c_out, config, seed=sum(shape) + weight_bits)
+    config, (x, weight, bias, grad) = _case(backend_on, shape, c_out, levels, keep, act_bits,
+                                            seed=sum(shape) + weight_bits)
     w_alpha = torch.tensor(2.5, dtype=dtype, device=device)  # clips the largest weights: codes reach +-levels
     wq = weight_quant(weight.to(device=device, dtype=dtype), w_alpha, weight_bits)
     codes = weight_quant_codes(weight.to(device=device, dtype=dtype), w_alpha, weight_bits)
