@@ -44,6 +44,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -526,6 +527,35 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
 #endif
 }
 
+// Phase profile of the forward op (off unless WCC_CPU_PROFILE=1 is set when the kernels load):
+// nanoseconds summed per phase, for `python -m bench.timing.cpu_profile`. Phases inside pass 2
+// run on every thread at once, so they are thread-time (divide by the threads for wall time).
+enum Phase { kPass1 = 0, kSelect, kPass2, kGather, kGemm, kScatterInverse, kPhases };
+std::atomic<int64_t> g_phase_ns[kPhases];
+const bool g_profile = [] {
+  const char* v = std::getenv("WCC_CPU_PROFILE");
+  return v != nullptr && v[0] == '1';
+}();
+
+struct PhaseTimer {
+  Phase phase;
+  std::chrono::steady_clock::time_point t0;
+  explicit PhaseTimer(Phase p) : phase(p) {
+    if (g_profile) t0 = std::chrono::steady_clock::now();
+  }
+  void stop() {
+    if (!g_profile) return;
+    const auto t1 = std::chrono::steady_clock::now();
+    g_phase_ns[phase].fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count(),
+                                std::memory_order_relaxed);
+    t0 = t1;
+  }
+  void restart(Phase p) {
+    stop();
+    phase = p;
+  }
+};
+
 // Runs fn(item) for item in [0, n) on the intra-op threads, handing out items one at a time:
 // with uneven items, or a thread the OS parks on a shared machine, a static split would make
 // the others wait (spinning) at the end of the region.
@@ -764,6 +794,7 @@ void pass2(const S* store, const Geo& g, const int32_t* kept, int64_t k, const a
       // gather traffic; the result differs from the float GEMM by float rounding only. A NaN
       // code (sentinel) has no integer form: that band takes the float path below.
       if (wcodes.defined() && kb > 0) {
+        PhaseTimer timer(kGather);
         Scratch<int8_t, 0> xc(Ci * kb);
         Scratch<int32_t, 1> acc(rows * kb);
         int8_t nan_seen = 0;
@@ -776,8 +807,10 @@ void pass2(const S* store, const Geo& g, const int32_t* kept, int64_t k, const a
           }
         }
         if (!nan_seen) {
+          timer.restart(kGemm);
           at::Tensor out = wrap(acc.data(), {rows, kb});
           at::_int_mm_out(out, wcodes.narrow(0, c0, rows), wrap(xc.data(), {Ci, kb}));
+          timer.restart(kScatterInverse);
           const T scale = T(code_scale);
           std::fill(plane.data(), plane.data() + g.Pb, T(0));
           for (int64_t co = c0; co < c1; ++co) {
@@ -790,10 +823,12 @@ void pass2(const S* store, const Geo& g, const int32_t* kept, int64_t k, const a
               band_synthesis<T, false>(plane.data(), g, b, yp, T(0), work.data());
             }
           }
+          timer.stop();
           return;
         }
       }
     }
+    PhaseTimer timer(kGather);
     // Gather the kept columns of the band: xk (C_in x kb), quantized values.
     for (int64_t c = 0; c < Ci; ++c) {
       const S* st = store + ((img * g.nb + b) * Ci + c) * g.Pb;
@@ -808,12 +843,14 @@ void pass2(const S* store, const Geo& g, const int32_t* kept, int64_t k, const a
         for (int64_t i = 0; i < kb; ++i) xr[i] = decode<T, S>(st[loc[i]], alpha, n, q.on);
       }
     }
+    timer.restart(kGemm);
     if (kb > 0 && rows * Ci * kb <= kSmallGemmMacs) {
       small_gemm(weight.data_ptr<T>() + c0 * Ci, xk.data(), yk.data(), rows, Ci, kb);
     } else if (kb > 0) {
       at::Tensor out = wrap(yk.data(), {rows, kb});
       at::mm_out(out, weight.narrow(0, c0, rows), wrap(xk.data(), {Ci, kb}));
     }
+    timer.restart(kScatterInverse);
     // Every output channel has its nonzeros at the same positions: zero the band once and
     // overwrite those positions per channel.
     std::fill(plane.data(), plane.data() + g.Pb, T(0));
@@ -827,6 +864,7 @@ void pass2(const S* store, const Geo& g, const int32_t* kept, int64_t k, const a
         band_synthesis<T, false>(plane.data(), g, b, yp, T(0), work.data());
       }
     }
+    timer.stop();
   });
 }
 
@@ -902,9 +940,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> wcc_forward(const at::Tensor& x_i
     T* sv = save ? saved.data_ptr<T>() : nullptr;
     T* scores = reinterpret_cast<T*>(ws.data());
     auto run = [&](auto* sp) {  // sp: the store, (N, nb, C, Pb) of int8, int16 or T
+      PhaseTimer timer(kPass1);
       pass1<T>(x.data_ptr<T>(), g, q, scores, sp);
+      timer.restart(kSelect);
       select_topk<T>(scores, g, k, kept.data_ptr<int32_t>());
+      timer.restart(kPass2);
       pass2<T>(sp, g, kept.data_ptr<int32_t>(), k, weight, wcodes, code_scale, bp, q, y.data_ptr<T>(), sv);
+      timer.stop();
     };
     uint8_t* store = ws.data() + score_bytes;
     if (st == at::kChar) {
@@ -1089,9 +1131,18 @@ at::Tensor& unsigned_fake_quant_out(const at::Tensor& x, double alpha, int64_t b
   return out;
 }
 
+// The phase profile so far (ns per phase: pass1, select, pass2, gather, gemm, scatter_inverse;
+// the last three summed over threads), then reset. All zeros unless WCC_CPU_PROFILE=1.
+std::vector<int64_t> profile_take() {
+  std::vector<int64_t> out(kPhases);
+  for (int i = 0; i < kPhases; ++i) out[i] = g_phase_ns[i].exchange(0);
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(wcc_cpu, m) {
+  m.def("profile_take() -> int[]", &profile_take);  // no tensor argument: a catch-all kernel
   m.def("forward(Tensor x, Tensor weight, Tensor? bias, float alpha, int levels, int k, int act_bits, bool save,"
         " Tensor? weight_codes=None, float weight_step=1.0) -> (Tensor, Tensor, Tensor)");
   m.def("backward(Tensor gy, Tensor weight, Tensor saved, Tensor kept, float alpha, int levels, int act_bits,"
