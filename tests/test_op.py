@@ -15,8 +15,8 @@ import ast
 import inspect
 
 import pytest
-import torch
 import test_conformance as battery
+import torch
 from torch import nn
 
 import wcc.layers

@@ -128,6 +128,13 @@ def _conv_grad(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
 _conv.register_autograd(_conv_grad, setup_context=_conv_setup)
 
 
+def _autocast_on(device: torch.device) -> bool:
+    try:
+        return torch.is_autocast_enabled(device.type)
+    except RuntimeError:  # a device type without autocast (e.g. meta, for shape inference)
+        return False
+
+
 def wcc_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act_alpha: torch.Tensor,
              config: WCCConfig, weight_codes: torch.Tensor | None = None,
              weight_alpha: torch.Tensor | None = None) -> torch.Tensor:
@@ -138,7 +145,7 @@ def wcc_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a
     (:func:`wcc.quant.weight_code_tensor`) with its clip ``weight_alpha``, a hint for backends with
     integer GEMMs (inference only; ignored when the weight has no integer form).
     """
-    if torch.is_autocast_enabled(x.device.type) and not torch.compiler.is_compiling():
+    if _autocast_on(x.device) and not torch.compiler.is_compiling():
         # Mixed precision: autocast does not reach inside an operator's kernel, so the eager
         # call goes to the registry itself and keeps the backends' autocast behaviour.
         codes = _weight_codes(weight, weight_codes, weight_alpha, config.weight_bits)
