@@ -102,7 +102,9 @@ class _ViaOperator:
         return self._backend.keep_indices(x, config)
 
     def wcc_conv(self, x, weight, bias, act_alpha, config, weight_codes=None):
-        return wcc.ops.wcc_conv(x, weight, bias, act_alpha, config.replace(backend=self.name))
+        # The operator itself (wcc.ops.wcc_conv sends eager training to the backend directly).
+        return torch.ops.wcc.conv(x, weight, bias, act_alpha, None, None, config.levels, config.keep_ratio,
+                                  config.weight_bits, config.act_bits, self.name)
 
 
 @pytest.mark.parametrize("name", ["reference", "cpu"])

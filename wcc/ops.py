@@ -23,7 +23,8 @@ backend.
 Backward of ``wcc.conv``: ``wcc.conv_backward`` re-runs the forward through the selected
 backend with autograd and returns its gradients (the backend's own backward: straight-through
 inside the clip, learned-step alpha gradient, kept set a constant). It recomputes the forward
-once per backward, the price of keeping the backends' saved state out of the operator's schema.
+once per backward, the price of keeping the backends' saved state out of the operator's schema;
+so eager training (no graph to hold) calls the backend directly and keeps its saved state.
 """
 
 from __future__ import annotations
@@ -128,6 +129,10 @@ def _conv_grad(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
 _conv.register_autograd(_conv_grad, setup_context=_conv_setup)
 
 
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _autocast_on(device: torch.device) -> bool:
     try:
         return torch.is_autocast_enabled(device.type)
@@ -145,9 +150,11 @@ def wcc_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a
     (:func:`wcc.quant.weight_code_tensor`) with its clip ``weight_alpha``, a hint for backends with
     integer GEMMs (inference only; ignored when the weight has no integer form).
     """
-    if _autocast_on(x.device) and not torch.compiler.is_compiling():
-        # Mixed precision: autocast does not reach inside an operator's kernel, so the eager
-        # call goes to the registry itself and keeps the backends' autocast behaviour.
+    if not torch.compiler.is_compiling() and (_autocast_on(x.device) or _needs_grad(x, weight, bias, act_alpha)):
+        # Eager calls go to the registry itself under autocast (which does not reach inside an
+        # operator's kernel; the backends define the mixed-precision behaviour) and when a
+        # gradient is needed: the backends' own autograd keeps their saved state for backward,
+        # where the operator's backward runs the forward again (docs/design.md §3.8).
         codes = _weight_codes(weight, weight_codes, weight_alpha, config.weight_bits)
         return select_backend(x, config).wcc_conv(x, weight, bias, act_alpha, config, codes)
     keep_count(x.shape[-2], x.shape[-1], config)  # a `levels` that does not fit fails here, before tracing on
