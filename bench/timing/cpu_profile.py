@@ -40,6 +40,23 @@ def _median_ms(fn: Callable[[], Any], repeats: int) -> tuple[float, float, float
     return min(samples), statistics.median(samples), max(samples)
 
 
+def _interleaved_ratios(a: Callable[[], Any], b: Callable[[], Any], repeats: int) -> tuple[float, float, float, float]:
+    """``a`` and ``b`` called alternately: (min, median, max) of the per-pair time ratios a/b and
+    min(a) / min(b). On a shared machine the pairs see the same load, so their ratio is steadier
+    than a ratio of two medians measured one after the other."""
+    ratios, ta, tb = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a()
+        t1 = time.perf_counter()
+        b()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+        ratios.append((t1 - t0) / (t2 - t1))
+    return min(ratios), statistics.median(ratios), max(ratios), min(ta) / min(tb)
+
+
 def profile_shape(c_in: int, c_out: int, h: int, w: int, repeats: int, peaks: dict[str, Any]) -> list[str]:
     """Lines of the profile table for one shape (see the module docstring)."""
     from bench.timing.floor import conv_floor
@@ -71,11 +88,14 @@ def profile_shape(c_in: int, c_out: int, h: int, w: int, repeats: int, peaks: di
     for op in ("ort_int8", "ort_fp32"):
         try:
             built = build_runtime(op, dense, x)
-            t = _median_ms(built.fn, repeats)
-            lines.append(f"  {op:<28}  {t[1]:7.2f} ms  (min {t[0]:.2f}, max {t[2]:.2f}); WCC / it = "
-                         f"{t_wcc[1] / t[1]:.2f}")
         except RuntimeUnavailableError as exc:
             lines.append(f"  {op}: unavailable ({exc})")
+            continue
+        t = _median_ms(built.fn, repeats)
+        pairs = _interleaved_ratios(wcc, built.fn, repeats)
+        lines.append(f"  {op:<28}  {t[1]:7.2f} ms  (min {t[0]:.2f}, max {t[2]:.2f}); WCC / it = "
+                     f"{t_wcc[1] / t[1]:.2f} (medians), interleaved pairs: median {pairs[1]:.2f}, "
+                     f"range {pairs[0]:.2f}-{pairs[2]:.2f}, ratio of minima {pairs[3]:.2f}")
     kept = int(padded_size(h, 3) * padded_size(w, 3) * 0.25)
     fl = conv_floor(1, c_in, c_out, h, w, c_out * c_in * kept, c_out * c_in, "int8", peaks)
     if fl is not None:
