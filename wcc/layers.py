@@ -11,7 +11,7 @@ from wcc.config import QuantConfig, WCCConfig
 
 # Layers call the operators (torch.ops.wcc.*, docs/design.md §3.4), never a backend: the operator
 # picks the backend per call, and compiled graphs and exported programs hold the operator.
-from wcc.ops import quantized_input_conv, wcc_conv
+from wcc.ops import quantized_input_conv, wcc_conv, wcc_conv_eager
 from wcc.quant import (
     ACT_ALPHA_INIT,
     WEIGHT_ALPHA_INIT,
@@ -136,13 +136,12 @@ class WCCConv2d(nn.Module):
                                     slot="_wcodes_cache")
 
     def _code_tensor(self) -> torch.Tensor | None:
-        """The weight's int8 codes ``(C_out, C_in)`` for the operator (tensor ops only, cached in
-        eager inference), or None when there are none to give (see :meth:`weight_codes`)."""
+        """The weight's int8 codes ``(C_out, C_in)`` for the operator in a graph (tensor ops only),
+        or None when there are none to give (see :meth:`weight_codes`)."""
         bits = self.config.weight_bits
         if bits is None or bits > 8 or _needs_grad(self.weight, self.weight_alpha):
             return None
-        return _cached_weight_quant(self, bits, lambda: weight_code_tensor(self.weight.flatten(1), self.weight_alpha,
-                                                                           bits), slot="_wcode_tensor_cache")
+        return weight_code_tensor(self.weight.flatten(1), self.weight_alpha, bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, "WCCConv2d")
@@ -150,10 +149,13 @@ class WCCConv2d(nn.Module):
         # Integer codes let the cpu and cuda backends run their GEMM in int8 (quantized inference
         # only; backends without integer GEMMs ignore them, and so does the operator when the
         # weight has no integer form).
-        codes = (self._code_tensor() if x.device.type in ("cpu", "cuda") and (self.config.act_bits or 99) <= 8
-                 else None)
-        return wcc_conv(x, self.quantized_weight(), self.bias, self.act_alpha, self.config, codes,
-                        self.weight_alpha if codes is not None else None)
+        int_gemm = x.device.type in ("cpu", "cuda") and (self.config.act_bits or 99) <= 8
+        if torch.compiler.is_compiling():  # a graph holds the operator (docs/design.md §3.8)
+            codes = self._code_tensor() if int_gemm else None
+            return wcc_conv(x, self.quantized_weight(), self.bias, self.act_alpha, self.config, codes,
+                            self.weight_alpha if codes is not None else None)
+        return wcc_conv_eager(x, self.quantized_weight(), self.bias, self.act_alpha, self.config,
+                              self.weight_codes() if int_gemm else None)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -23,8 +23,8 @@ backend.
 Backward of ``wcc.conv``: ``wcc.conv_backward`` re-runs the forward through the selected
 backend with autograd and returns its gradients (the backend's own backward: straight-through
 inside the clip, learned-step alpha gradient, kept set a constant). It recomputes the forward
-once per backward, the price of keeping the backends' saved state out of the operator's schema;
-so eager training (no graph to hold) calls the backend directly and keeps its saved state.
+once per backward, the price of keeping the backends' saved state out of the operator's schema.
+Eager calls (no graph to hold) take :func:`wcc_conv_eager`, the backend directly.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from wcc.quant import WeightCodes, unsigned_act_quant_grads
 from wcc.quant import unsigned_act_quant as _reference_unsigned
 from wcc.rules import keep_count
 
-__all__ = ["wcc_conv", "unsigned_act_quant", "quantized_input_conv"]
+__all__ = ["wcc_conv", "wcc_conv_eager", "unsigned_act_quant", "quantized_input_conv"]
 
 
 def _config(levels: int, keep_ratio: float, weight_bits: int | None, act_bits: int | None, backend: str) -> WCCConfig:
@@ -129,37 +129,33 @@ def _conv_grad(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
 _conv.register_autograd(_conv_grad, setup_context=_conv_setup)
 
 
-def _needs_grad(*tensors: torch.Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-def _autocast_on(device: torch.device) -> bool:
-    try:
-        return torch.is_autocast_enabled(device.type)
-    except RuntimeError:  # a device type without autocast (e.g. meta, for shape inference)
-        return False
-
-
 def wcc_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act_alpha: torch.Tensor,
              config: WCCConfig, weight_codes: torch.Tensor | None = None,
              weight_alpha: torch.Tensor | None = None) -> torch.Tensor:
-    """The WCC op through ``torch.ops.wcc.conv``.
+    """The WCC op through the operator ``torch.ops.wcc.conv`` (what compiled graphs and exported
+    programs hold).
 
     Shapes: x ``(N, C_in, H, W)``, weight ``(C_out, C_in)`` (already quantized), bias ``(C_out,)``
     -> ``(N, C_out, H, W)``. ``weight_codes``: optionally the weight's int8 codes
     (:func:`wcc.quant.weight_code_tensor`) with its clip ``weight_alpha``, a hint for backends with
     integer GEMMs (inference only; ignored when the weight has no integer form).
     """
-    if not torch.compiler.is_compiling() and (_autocast_on(x.device) or _needs_grad(x, weight, bias, act_alpha)):
-        # Eager calls go to the registry itself under autocast (which does not reach inside an
-        # operator's kernel; the backends define the mixed-precision behaviour) and when a
-        # gradient is needed: the backends' own autograd keeps their saved state for backward,
-        # where the operator's backward runs the forward again (docs/design.md §3.8).
-        codes = _weight_codes(weight, weight_codes, weight_alpha, config.weight_bits)
-        return select_backend(x, config).wcc_conv(x, weight, bias, act_alpha, config, codes)
     keep_count(x.shape[-2], x.shape[-1], config)  # a `levels` that does not fit fails here, before tracing on
     return torch.ops.wcc.conv(x, weight, bias, act_alpha, weight_codes, weight_alpha, config.levels,
                               config.keep_ratio, config.weight_bits, config.act_bits, config.backend)
+
+
+def wcc_conv_eager(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act_alpha: torch.Tensor,
+                   config: WCCConfig, weight_codes: WeightCodes | None = None) -> torch.Tensor:
+    """The same op for eager calls: the backend the operator would pick, called directly.
+
+    Eager PyTorch has no graph to keep, and the operator's boundary costs there: its dispatch and
+    the integer weight's checks on every call (a layer caches validated
+    :class:`~wcc.quant.WeightCodes`), its backward's second forward (a backend's own autograd keeps
+    its saved state), and autocast, which does not reach inside an operator's kernel (the
+    backends define the mixed-precision behaviour). docs/design.md §3.8.
+    """
+    return select_backend(x, config).wcc_conv(x, weight, bias, act_alpha, config, weight_codes)
 
 
 @torch.library.custom_op("wcc::unsigned_act_quant", mutates_args=())
