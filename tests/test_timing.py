@@ -526,3 +526,16 @@ def test_quick_times_the_preferred_backend_only(tmp_path: Path) -> None:
     assert {r["backend"] for r in record["layer_rows"] if r["op"] == "wcc"} == {preferred}
     assert record["environment"]["peaks"].startswith("unavailable: ")
     assert all(r["floor_s"] is None for r in record["layer_rows"])
+
+
+def test_model_grid_has_a_compiled_row_per_wcc_variant_when_inductor_is_timed() -> None:
+    from bench.timing.model import ModelCase, model_cases
+
+    cases = model_cases("cpu", quick=True, backends=["cpu"], runtimes=("ort_int8", "inductor_fp32"))
+    compiled = [c for c in cases if c.compiled]
+    assert [(c.variant, c.backend) for c in compiled] == [("WCC 25%", "cpu")]
+    assert compiled[0].label == "WCC 25% (torch.compile)"
+    assert compiled[0].to_row()["runtime"].endswith("(inductor)")
+    assert not any(c.compiled for c in model_cases("cpu", quick=True, backends=["cpu"], runtimes=("ort_int8",)))
+    with pytest.raises(ValueError, match="compiled"):
+        ModelCase("deeplabv3plus-mobilenetv2", "dense", 1, 32, 64, compiled=True)

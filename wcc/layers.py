@@ -7,15 +7,16 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-# Layers use the backends' public entry points only (dispatch and the CPU activation quantizer),
-# never a backend's internals.
-from wcc.backends import unsigned_act_quant_inference, unsigned_act_quant_scratch, wcc_conv
 from wcc.config import QuantConfig, WCCConfig
+
+# Layers call the operators (torch.ops.wcc.*, docs/design.md §3.4), never a backend: the operator
+# picks the backend per call, and compiled graphs and exported programs hold the operator.
+from wcc.ops import quantized_input_conv, wcc_conv, wcc_conv_eager
 from wcc.quant import (
     ACT_ALPHA_INIT,
     WEIGHT_ALPHA_INIT,
     WeightCodes,
-    unsigned_act_quant,
+    weight_code_tensor,
     weight_quant,
     weight_quant_codes,
 )
@@ -51,6 +52,8 @@ def _cached_weight_quant(layer: nn.Module, bits: int | None, compute: Callable[[
     """
     w, alpha = layer.weight, layer.weight_alpha
     assert isinstance(w, torch.Tensor) and isinstance(alpha, torch.Tensor)
+    if torch.compiler.is_compiling():
+        return compute()  # in a graph: no Python-side cache (inductor folds frozen weights itself)
     if _needs_grad(w, alpha):
         setattr(layer, slot, None)
         return compute()
@@ -132,14 +135,27 @@ class WCCConv2d(nn.Module):
                                     lambda: weight_quant_codes(self.weight.flatten(1), self.weight_alpha, bits),
                                     slot="_wcodes_cache")
 
+    def _code_tensor(self) -> torch.Tensor | None:
+        """The weight's int8 codes ``(C_out, C_in)`` for the operator in a graph (tensor ops only),
+        or None when there are none to give (see :meth:`weight_codes`)."""
+        bits = self.config.weight_bits
+        if bits is None or bits > 8 or _needs_grad(self.weight, self.weight_alpha):
+            return None
+        return weight_code_tensor(self.weight.flatten(1), self.weight_alpha, bits)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, "WCCConv2d")
         _check_dtype(x, self.weight, "WCCConv2d")
         # Integer codes let the cpu and cuda backends run their GEMM in int8 (quantized inference
-        # only; backends without integer GEMMs ignore them).
-        codes = (self.weight_codes() if x.device.type in ("cpu", "cuda") and (self.config.act_bits or 99) <= 8
-                 else None)
-        return wcc_conv(x, self.quantized_weight(), self.bias, self.act_alpha, self.config, codes)
+        # only; backends without integer GEMMs ignore them, and so does the operator when the
+        # weight has no integer form).
+        int_gemm = x.device.type in ("cpu", "cuda") and (self.config.act_bits or 99) <= 8
+        if torch.compiler.is_compiling():  # a graph holds the operator (docs/design.md §3.8)
+            codes = self._code_tensor() if int_gemm else None
+            return wcc_conv(x, self.quantized_weight(), self.bias, self.act_alpha, self.config, codes,
+                            self.weight_alpha if codes is not None else None)
+        return wcc_conv_eager(x, self.quantized_weight(), self.bias, self.act_alpha, self.config,
+                              self.weight_codes() if int_gemm else None)
 
     def extra_repr(self) -> str:
         c = self.config
@@ -209,17 +225,9 @@ class QuantConv2d(nn.Conv2d):
         _check_dtype(x, self.weight, "QuantConv2d")
         bits = self.weight_bits
         wq = _cached_weight_quant(self, bits, lambda: weight_quant(self.weight, self.weight_alpha, bits))
-        if self.act_bits is not None and not _needs_grad(x, self.act_alpha):
-            # No gradient needed: quantize in one fused pass (bit-identical) into a reused
-            # buffer that only the conv reads, instead of six passes into fresh memory.
-            with unsigned_act_quant_scratch(x, self.act_alpha, self.act_bits) as xq:
-                if xq is not None:
-                    return self._conv_forward(xq, wq, self.bias)
-            xq = unsigned_act_quant_inference(x, self.act_alpha, self.act_bits)
-            if xq is not None:
-                return self._conv_forward(xq, wq, self.bias)
-        xq = unsigned_act_quant(x, self.act_alpha, self.act_bits)
-        return self._conv_forward(xq, wq, self.bias)
+        # The activation quantizer is the operator torch.ops.wcc.unsigned_act_quant (one fused
+        # pass on the cpu backend, bit-identical to the reference).
+        return quantized_input_conv(x, self.act_alpha, self.act_bits, lambda xq: self._conv_forward(xq, wq, self.bias))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", bits={self.quant_config.label}"

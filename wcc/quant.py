@@ -19,6 +19,8 @@ __all__ = [
     "unsigned_act_quant",
     "weight_quant",
     "weight_quant_codes",
+    "weight_code_tensor",
+    "unsigned_act_quant_grads",
     "WeightCodes",
     "ACT_ALPHA_INIT",
     "WEIGHT_ALPHA_INIT",
@@ -74,10 +76,26 @@ class _UnsignedQuant(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         u_raw, q = ctx.saved_tensors
-        outside = u_raw > 1.0
-        gx = g.masked_fill(outside, 0.0)
-        galpha = (g * torch.where(outside, torch.ones_like(u_raw), q - u_raw)).sum().reshape(())
-        return gx, galpha.to(g.dtype), None
+        gx, galpha = _unsigned_grads(g, u_raw, q)
+        return gx, galpha, None
+
+
+def _unsigned_grads(g: torch.Tensor, u_raw: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Straight-through inside the clip; learned-step alpha gradient (module docstring).
+    outside = u_raw > 1.0
+    gx = g.masked_fill(outside, 0.0)
+    galpha = (g * torch.where(outside, torch.ones_like(u_raw), q - u_raw)).sum().reshape(())
+    return gx, galpha.to(g.dtype)
+
+
+def unsigned_act_quant_grads(g: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor,
+                             bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients ``(d x, d alpha)`` of :func:`unsigned_act_quant` for the output gradient ``g``
+    (the same formulas as its autograd; for operators that run the forward elsewhere)."""
+    n = _levels(bits)
+    u_raw = x / alpha
+    q = torch.round(u_raw.clamp(max=1.0) * n) / n
+    return _unsigned_grads(g, u_raw, q)
 
 
 def _alpha_like(alpha: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -160,6 +178,13 @@ def weight_quant_codes(w: torch.Tensor, alpha: torch.Tensor, bits: int | None) -
         a = _alpha_like(alpha, w_hat)
         if not bool(torch.isfinite(w_hat).all()) or not float(a) > 0:
             return None
-        n = _levels(bits - 1)
-        codes = _signed_codes(w_hat / a, n).to(torch.int8)
-    return WeightCodes(codes=codes, alpha=float(a), levels=n)
+    return WeightCodes(codes=weight_code_tensor(w, alpha, bits), alpha=float(a), levels=_levels(bits - 1))
+
+
+def weight_code_tensor(w: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
+    """The int8 codes of :func:`weight_quant` (``2 <= bits <= 8``), shaped like ``w``, without
+    the checks of :func:`weight_quant_codes` (tensor ops only, so a compiled graph holds them):
+    meaningful only for a finite weight and a positive clip, which the consumer checks."""
+    with torch.no_grad():
+        w_hat = _standardise(w)
+        return _signed_codes(w_hat / _alpha_like(alpha, w_hat), _levels(bits - 1)).to(torch.int8)

@@ -88,6 +88,7 @@ class ModelCase:
     dtype: str = "float32"
     backend: str | None = None
     runtime: str | None = None
+    compiled: bool = False  # a WCC variant run as torch.compile(model) (inductor, freezing), not eager
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -99,6 +100,8 @@ class ModelCase:
         if self.runtime is not None and (self.variant != "dense" or self.runtime not in RUNTIME_OPS):
             raise ValueError(f"runtime must be one of {RUNTIME_OPS} and only with variant 'dense', "
                              f"got {self.runtime!r} with {self.variant!r}")
+        if self.compiled and self.keep_ratio is None:
+            raise ValueError(f"compiled is for WCC variants (dense: runtime='inductor_fp32'), got {self.variant!r}")
 
     @property
     def keep_ratio(self) -> float | None:
@@ -110,6 +113,8 @@ class ModelCase:
         """The paper-style name: ``FP32`` for the dense model in float32, else the variant."""
         if self.runtime is not None:
             return runtime_spec(self.runtime).label
+        if self.compiled:
+            return f"{self.variant} (torch.compile)"
         return _DENSE_LABEL[self.dtype] if self.variant == "dense" else self.variant
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,7 +125,7 @@ class ModelCase:
             runtime, precision = runtime_version(self.runtime) or "not installed", \
                 precision_of(self.runtime, self.dtype)
         else:
-            runtime = f"torch {torch.__version__} (eager)"
+            runtime = f"torch {torch.__version__} ({'inductor' if self.compiled else 'eager'})"
             precision = _DENSE_LABEL[self.dtype].lower() if self.variant == "dense" else "int8"
         return {"model": self.model, "variant": self.label, "backend": self.backend,
                 "input": [self.batch, 3, self.height, self.width], "dtype": self.dtype,
@@ -134,7 +139,9 @@ def model_cases(device: str, quick: bool, backends: list[str], model: str = "dee
     """The model grid (docs/design.md §7): 1024x2048 on CUDA (float16), 512x1024 on the CPU (float32), WCC
     variants on every backend in ``backends``. ``quick``: dense and WCC 25% on the first backend
     (the preferred one: ``backends`` come in priority order) at 128x256 (CPU) or 512x1024 (CUDA).
-    ``runtimes``: a dense row per deployed baseline, after the eager dense row."""
+    ``runtimes``: a dense row per deployed baseline, after the eager dense row; with
+    ``inductor_fp32`` among them, every WCC variant also gets a ``torch.compile`` row (the
+    converted model compiled the same way as the dense baseline)."""
     if resolution is None:
         resolution = {(False, "cuda"): (1024, 2048), (False, "cpu"): (512, 1024),
                       (True, "cuda"): (512, 1024), (True, "cpu"): (128, 256)}[(quick, device)]
@@ -145,6 +152,8 @@ def model_cases(device: str, quick: bool, backends: list[str], model: str = "dee
     for variant in variants:
         for backend in (wcc_backends if variant.startswith("WCC") else [None]):
             out.append(ModelCase(model, variant, batch, *resolution, dtype=dtype, backend=backend))
+            if backend is not None and "inductor_fp32" in runtimes:
+                out.append(ModelCase(model, variant, batch, *resolution, dtype=dtype, backend=backend, compiled=True))
         if variant == "dense":
             out += [ModelCase(model, variant, batch, *resolution, dtype=dtype, runtime=r) for r in runtimes]
     return out
@@ -343,8 +352,10 @@ def run_model_benchmarks(
             x = _input(case, device)
             # Timed here, inside this iteration, so the closure sees this variant's model and input.
             fn: Callable[[], Any] = lambda: _no_grad(eager, x)  # noqa: E731, B023
-            if case.runtime is not None:
-                deployed = build_runtime(case.runtime, eager, x, device)
+            if case.runtime is not None or case.compiled:
+                # A compiled WCC model is built like the dense inductor baseline (wcc/ops.py
+                # makes the converted model one graph).
+                deployed = build_runtime(case.runtime or "inductor_fp32", eager, x, device)
                 ref = _no_grad(eager, x)
                 row.update(max_rel_err=max_rel_err(deployed.output, ref), setup_s=deployed.setup_s)
                 fn, model, eager = deployed.fn, None, None  # type: ignore[assignment]
@@ -353,8 +364,8 @@ def run_model_benchmarks(
             row.update(timing.to_dict(), energy=window.to_dict() if window is not None else None)
         except Exception as exc:  # noqa: BLE001 - a failing variant must not end the run
             row["error"] = error_text(exc)
-        if memory and row["error"] is None and case.runtime is not None:
-            row["memory_error"] = "not measured for deployed runtime baselines"
+        if memory and row["error"] is None and (case.runtime is not None or case.compiled):
+            row["memory_error"] = "not measured for deployed runtime baselines and compiled models"
         elif memory and row["error"] is None and model is not None:
             try:
                 row["train_saved_bytes"] = saved_activation_bytes(model, x)

@@ -10,7 +10,9 @@ carry exactly the fake-quant values; when the caller also passes the weight's co
 (:class:`wcc.quant.WeightCodes`, as :class:`~wcc.layers.WCCConv2d` does in inference), the GEMM
 runs on the int8 codes with exact int32 sums (``torch._int_mm``: oneDNN, VNNI where the CPU has
 it), about four times the float GEMM's throughput. Large outputs are allocated on transparent
-huge pages (a fresh 4 KiB-paged output costs a page fault per 4 KiB on every call).
+huge pages (a fresh 4 KiB-paged output costs a page fault per 4 KiB on every call), and freed
+output blocks are reused (up to 256 MiB), so a layer's output does not fault in and zero fresh
+pages on every call.
 See ``csrc/wcc_cpu.cpp`` for the details and ``cpu_build.py`` for building and caching.
 
 Semantics equal the reference: bit-identical coefficients, quantized values and inverse

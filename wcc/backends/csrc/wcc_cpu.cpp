@@ -44,6 +44,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -476,26 +477,84 @@ inline int64_t round_up64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
 // time as the whole rest of the op. With huge pages that is one fault per 2 MiB. (torch can do
 // the same for every tensor with THP_MEM_ALLOC_ENABLE=1.) Where huge pages are unavailable the
 // advice is ignored and the memory behaves as any other.
+//
+// Freed blocks are kept for reuse (up to kMaxCachedBytes in all, the most recently freed first):
+// a fresh huge page still costs the kernel zeroing 2 MiB on first touch, about a tenth of the op
+// for a 32 MiB output, and a layer's output has the same size on every call. The output's
+// contents are never read before the kernels overwrite every element.
 #ifdef WCC_HUGE_PAGES
 class HugePageAllocator final : public c10::Allocator {
  public:
   static constexpr size_t kHugePage = size_t(2) << 20;
+  static constexpr size_t kMaxCachedBytes = size_t(256) << 20;
   c10::DataPtr allocate(size_t n) override {
     const size_t bytes = std::max<size_t>((n + kHugePage - 1) / kHugePage * kHugePage, kHugePage);
-    void* p = nullptr;
-    TORCH_CHECK(posix_memalign(&p, kHugePage, bytes) == 0, "wcc_cpu: out of memory allocating ", n, " bytes");
+    Block* block = take(bytes);
+    if (block == nullptr) {
+      void* p = nullptr;
+      TORCH_CHECK(posix_memalign(&p, kHugePage, bytes) == 0, "wcc_cpu: out of memory allocating ", n, " bytes");
 #ifdef MADV_HUGEPAGE
-    madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure changes nothing
+      madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure changes nothing
 #endif
-    return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
+      block = new Block{p, bytes};
+    }
+    return {block->ptr, block, &release, c10::Device(c10::DeviceType::CPU)};
   }
-  c10::DeleterFnPtr raw_deleter() const override { return &release; }
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     default_copy_data(dest, src, count);
   }
 
  private:
-  static void release(void* p) { std::free(p); }
+  struct Block {
+    void* ptr;
+    size_t bytes;
+  };
+  // Never destroyed: a tensor may be freed during the process's exit, after static destructors.
+  static std::mutex& mutex() {
+    static auto* m = new std::mutex;
+    return *m;
+  }
+  static std::vector<Block*>& cache() {  // most recently freed last
+    static auto* blocks = new std::vector<Block*>;
+    return *blocks;
+  }
+  static size_t& cached_bytes() {
+    static auto* total = new size_t(0);
+    return *total;
+  }
+  // A cached block of exactly `bytes` (same layer, next call), else null.
+  static Block* take(size_t bytes) {
+    std::lock_guard<std::mutex> guard(mutex());
+    auto& blocks = cache();
+    for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) {
+      if ((*it)->bytes == bytes) {
+        Block* b = *it;
+        blocks.erase(std::next(it).base());
+        cached_bytes() -= b->bytes;
+        return b;
+      }
+    }
+    return nullptr;
+  }
+  static void release(void* ctx) {
+    Block* block = static_cast<Block*>(ctx);
+    std::vector<Block*> evicted;
+    {
+      std::lock_guard<std::mutex> guard(mutex());
+      auto& blocks = cache();
+      blocks.push_back(block);
+      cached_bytes() += block->bytes;
+      while (cached_bytes() > kMaxCachedBytes && !blocks.empty()) {  // the oldest go back to the OS
+        evicted.push_back(blocks.front());
+        cached_bytes() -= blocks.front()->bytes;
+        blocks.erase(blocks.begin());
+      }
+    }
+    for (Block* b : evicted) {
+      std::free(b->ptr);
+      delete b;
+    }
+  }
 };
 #endif
 
@@ -525,6 +584,35 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   return at::empty(sizes, opts);
 #endif
 }
+
+// Phase profile of the forward op (off unless WCC_CPU_PROFILE=1 is set when the kernels load):
+// nanoseconds summed per phase, for `python -m bench.timing.cpu_profile`. Phases inside pass 2
+// run on every thread at once, so they are thread-time (divide by the threads for wall time).
+enum Phase { kPass1 = 0, kSelect, kPass2, kGather, kGemm, kScatterInverse, kPhases };
+std::atomic<int64_t> g_phase_ns[kPhases];
+const bool g_profile = [] {
+  const char* v = std::getenv("WCC_CPU_PROFILE");
+  return v != nullptr && v[0] == '1';
+}();
+
+struct PhaseTimer {
+  Phase phase;
+  std::chrono::steady_clock::time_point t0;
+  explicit PhaseTimer(Phase p) : phase(p) {
+    if (g_profile) t0 = std::chrono::steady_clock::now();
+  }
+  void stop() {
+    if (!g_profile) return;
+    const auto t1 = std::chrono::steady_clock::now();
+    g_phase_ns[phase].fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count(),
+                                std::memory_order_relaxed);
+    t0 = t1;
+  }
+  void restart(Phase p) {
+    stop();
+    phase = p;
+  }
+};
 
 // Runs fn(item) for item in [0, n) on the intra-op threads, handing out items one at a time:
 // with uneven items, or a thread the OS parks on a shared machine, a static split would make
@@ -764,6 +852,7 @@ void pass2(const S* store, const Geo& g, const int32_t* kept, int64_t k, const a
       // gather traffic; the result differs from the float GEMM by float rounding only. A NaN
       // code (sentinel) has no integer form: that band takes the float path below.
       if (wcodes.defined() && kb > 0) {
+        PhaseTimer timer(kGather);
         Scratch<int8_t, 0> xc(Ci * kb);
         Scratch<int32_t, 1> acc(rows * kb);
         int8_t nan_seen = 0;
@@ -776,8 +865,10 @@ void pass2(const S* store, const Geo& g, const int32_t* kept, int64_t k, const a
           }
         }
         if (!nan_seen) {
+          timer.restart(kGemm);
           at::Tensor out = wrap(acc.data(), {rows, kb});
           at::_int_mm_out(out, wcodes.narrow(0, c0, rows), wrap(xc.data(), {Ci, kb}));
+          timer.restart(kScatterInverse);
           const T scale = T(code_scale);
           std::fill(plane.data(), plane.data() + g.Pb, T(0));
           for (int64_t co = c0; co < c1; ++co) {
@@ -790,10 +881,12 @@ void pass2(const S* store, const Geo& g, const int32_t* kept, int64_t k, const a
               band_synthesis<T, false>(plane.data(), g, b, yp, T(0), work.data());
             }
           }
+          timer.stop();
           return;
         }
       }
     }
+    PhaseTimer timer(kGather);
     // Gather the kept columns of the band: xk (C_in x kb), quantized values.
     for (int64_t c = 0; c < Ci; ++c) {
       const S* st = store + ((img * g.nb + b) * Ci + c) * g.Pb;
@@ -808,12 +901,14 @@ void pass2(const S* store, const Geo& g, const int32_t* kept, int64_t k, const a
         for (int64_t i = 0; i < kb; ++i) xr[i] = decode<T, S>(st[loc[i]], alpha, n, q.on);
       }
     }
+    timer.restart(kGemm);
     if (kb > 0 && rows * Ci * kb <= kSmallGemmMacs) {
       small_gemm(weight.data_ptr<T>() + c0 * Ci, xk.data(), yk.data(), rows, Ci, kb);
     } else if (kb > 0) {
       at::Tensor out = wrap(yk.data(), {rows, kb});
       at::mm_out(out, weight.narrow(0, c0, rows), wrap(xk.data(), {Ci, kb}));
     }
+    timer.restart(kScatterInverse);
     // Every output channel has its nonzeros at the same positions: zero the band once and
     // overwrite those positions per channel.
     std::fill(plane.data(), plane.data() + g.Pb, T(0));
@@ -827,6 +922,7 @@ void pass2(const S* store, const Geo& g, const int32_t* kept, int64_t k, const a
         band_synthesis<T, false>(plane.data(), g, b, yp, T(0), work.data());
       }
     }
+    timer.stop();
   });
 }
 
@@ -902,9 +998,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> wcc_forward(const at::Tensor& x_i
     T* sv = save ? saved.data_ptr<T>() : nullptr;
     T* scores = reinterpret_cast<T*>(ws.data());
     auto run = [&](auto* sp) {  // sp: the store, (N, nb, C, Pb) of int8, int16 or T
+      PhaseTimer timer(kPass1);
       pass1<T>(x.data_ptr<T>(), g, q, scores, sp);
+      timer.restart(kSelect);
       select_topk<T>(scores, g, k, kept.data_ptr<int32_t>());
+      timer.restart(kPass2);
       pass2<T>(sp, g, kept.data_ptr<int32_t>(), k, weight, wcodes, code_scale, bp, q, y.data_ptr<T>(), sv);
+      timer.stop();
     };
     uint8_t* store = ws.data() + score_bytes;
     if (st == at::kChar) {
@@ -1089,9 +1189,18 @@ at::Tensor& unsigned_fake_quant_out(const at::Tensor& x, double alpha, int64_t b
   return out;
 }
 
+// The phase profile so far (ns per phase: pass1, select, pass2, gather, gemm, scatter_inverse;
+// the last three summed over threads), then reset. All zeros unless WCC_CPU_PROFILE=1.
+std::vector<int64_t> profile_take() {
+  std::vector<int64_t> out(kPhases);
+  for (int i = 0; i < kPhases; ++i) out[i] = g_phase_ns[i].exchange(0);
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(wcc_cpu, m) {
+  m.def("profile_take() -> int[]", &profile_take);  // no tensor argument: a catch-all kernel
   m.def("forward(Tensor x, Tensor weight, Tensor? bias, float alpha, int levels, int k, int act_bits, bool save,"
         " Tensor? weight_codes=None, float weight_step=1.0) -> (Tensor, Tensor, Tensor)");
   m.def("backward(Tensor gy, Tensor weight, Tensor saved, Tensor kept, float alpha, int levels, int act_bits,"
