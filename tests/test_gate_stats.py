@@ -97,7 +97,8 @@ def test_one_slow_outlier_round_is_no_false_alarm() -> None:
 
 def test_strong_drift_between_rounds_is_no_false_alarm() -> None:
     pairs_bad, _, rows_inc = _rates(300, seed=4, rounds=DEFAULT_ROUNDS, drift_sd=0.06)
-    print(f"\nA/A with 6% drift per slot: false alarms in {pairs_bad:.1%} of 300 pairs; inconclusive rows {rows_inc:.1%}")
+    print(f"\nA/A with 6% drift per slot: false alarms in {pairs_bad:.1%} of 300 pairs; "
+          f"inconclusive rows {rows_inc:.1%}")
     assert pairs_bad <= 0.01
 
 

@@ -20,9 +20,10 @@ def add_rule_options(parser: argparse.ArgumentParser) -> None:
     """``--factor``, ``--alpha``, ``--memory-factor``, ``--no-drift-check`` (shared with ``compare``)."""
     g = parser.add_argument_group("regression rules")
     g.add_argument("--factor", type=float, default=1.1,
-                   help="timing: flag when the median is slower by more than this factor (default 1.1) ...")
+                   help="timing: flag when the rounds' medians moved by more than this factor (default 1.1) ...")
     g.add_argument("--alpha", type=float, default=0.01,
-                   help="... and a one-sided Mann-Whitney U test on the samples has p below this (default 0.01)")
+                   help="... and their interval at this level (Bonferroni over the rows compared) excludes no "
+                        "change (default 0.01); the band between rounds is the row's own interval at this level")
     g.add_argument("--memory-factor", type=float, default=1.1, help="memory: flag above this factor (default 1.1)")
     g.add_argument("--no-drift-check", dest="drift_check", action="store_false",
                    help="judge WCC / QuantConv2d layer times alone (default: they must also have moved relative to "
