@@ -364,7 +364,7 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, rules: Rules | None = None,
     latest of each side) and classify each pair. Columns: :data:`COMPARE_COLUMNS`; ``change``
     is new/base for timing and memory, new - base for accuracy."""
     rules = rules or Rules()
-    b, n = _latest(base, order), _latest(new, order)
+    b, n = _with_rounds(_latest(base, order)), _with_rounds(_latest(new, order))
     pairs = n.merge(b, on=_ID, suffixes=("_new", "_base"), how="inner")
     if not len(pairs):
         return pd.DataFrame(columns=COMPARE_COLUMNS)
@@ -391,6 +391,18 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, rules: Rules | None = None,
         "key": pairs["key"],
     })
     return out.sort_values(["status", "machine", "bench", "label", "metric"], kind="stable").reset_index(drop=True)
+
+
+def _with_rounds(meas: pd.DataFrame) -> pd.DataFrame:
+    """``meas`` with ``rounds`` (a value without rounds is one round) and ``session`` columns."""
+    meas = meas.copy()
+    if "rounds" not in meas:
+        meas["rounds"] = None
+    meas["rounds"] = [r if isinstance(r, list) else None if _opt(v) is None else [float(v)]
+                      for r, v in zip(meas["rounds"], meas["value"])]
+    if "session" not in meas:
+        meas["session"] = None
+    return meas
 
 
 def _round_context(pairs: pd.DataFrame) -> tuple[dict[str, float], dict[str, int]]:

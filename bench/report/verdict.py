@@ -12,8 +12,10 @@ ratio of geometric means), with a t interval whose variance is the rows' pooled 
 variance, moderated towards a *prior* - the median of that variance over every row of the same
 comparison, worth :data:`PRIOR_DF` degrees of freedom - because two or three rounds alone
 estimate a variance badly (the same shrinkage as limma's moderated t). Two records taken in
-separate sessions add ``2 * run_to_run_sd**2`` (a calibrated per-machine noise between
-sessions), or, without a calibration, cannot be told apart beyond the factor at all.
+separate sessions are judged with the machine's calibrated run-to-run noise instead (the sd of
+one record's value between separately taken records, :mod:`bench.report.calibration`): the rounds
+of one record do not cover the minutes between records. Without a calibration they cannot be
+told apart beyond the factor at all.
 
 Verdicts, with ``band = exp(t * se)`` (the half-width of the interval, as a factor):
 
@@ -102,6 +104,7 @@ def round_verdict(base: Sequence[float], new: Sequence[float], *, factor: float,
             false alarm in the comparison stays below ``alpha``; the band is the row's own interval
             at ``alpha``.
     """
+    from scipy.stats import norm
     from scipy.stats import t as student_t
 
     xb, xn = log_rounds(base), log_rounds(new)
@@ -112,31 +115,33 @@ def round_verdict(base: Sequence[float], new: Sequence[float], *, factor: float,
     ss_b, df_b = _ss(xb)
     ss_n, df_n = _ss(xn)
     df_own = df_b + df_n
-    if prior is None and not df_own:
-        return RoundVerdict("inconclusive" if not 1 / factor <= change <= factor else "unchanged", change,
-                            math.nan, math.nan, math.inf,
-                            "one round per side: no band between rounds (rerun with --rounds >= 2, or use bench ab)")
-    prior_df = PRIOR_DF if prior is not None else 0.0
-    df = prior_df + df_own
-    var = (prior_df * (prior or 0.0) + ss_b + ss_n) / df
-    se2 = var * (1 / len(xb) + 1 / len(xn))
-    note = ""
     if not same_session:
         if run_to_run_sd is None:
             # The rounds of one record share a minute of the machine's life; records taken minutes apart
             # differ by more, and that has not been measured here: beyond the factor, nothing can be said.
             if 1 / factor <= change <= factor:
-                half = student_t.ppf(1 - alpha / 2, df) * math.sqrt(se2)
-                return RoundVerdict("unchanged", change, math.exp(d - half), math.exp(d + half), math.exp(half),
-                                    "separate runs")
+                return RoundVerdict("unchanged", change, math.nan, math.nan, math.inf, "separate runs")
             return RoundVerdict("inconclusive", change, math.nan, math.nan, math.inf,
                                 "separate runs and no calibration of this machine's run-to-run noise: compare "
                                 "the revisions with `python -m bench ab` (or calibrate with `nox -s gate_check`)")
-        se2 += 2 * run_to_run_sd ** 2
-        note = f"separate runs: run-to-run sd {run_to_run_sd:.3f} (calibrated) included"
-    half = float(student_t.ppf(1 - alpha / 2, df)) * math.sqrt(se2)
+        # The calibration is the sd of one record's value between separately taken records: it holds the
+        # rounds' own noise too, so it alone makes the interval (normal: it was estimated from many rows).
+        se = math.sqrt(2) * run_to_run_sd
+        half = float(norm.ppf(1 - alpha / 2)) * se
+        strict = float(norm.ppf(1 - alpha / (2 * max(1, family_size)))) * se
+        note = f"separate runs: calibrated run-to-run sd {run_to_run_sd:.3f}"
+    else:
+        if prior is None and not df_own:
+            return RoundVerdict("inconclusive" if not 1 / factor <= change <= factor else "unchanged", change,
+                                math.nan, math.nan, math.inf,
+                                "one round per side: no band between rounds (use --rounds >= 2, or bench ab)")
+        prior_df = PRIOR_DF if prior is not None else 0.0
+        df = prior_df + df_own
+        se = math.sqrt((prior_df * (prior or 0.0) + ss_b + ss_n) / df * (1 / len(xb) + 1 / len(xn)))
+        half = float(student_t.ppf(1 - alpha / 2, df)) * se
+        strict = float(student_t.ppf(1 - alpha / (2 * max(1, family_size)), df)) * se
+        note = ""
     low, high, band = math.exp(d - half), math.exp(d + half), math.exp(half)
-    strict = float(student_t.ppf(1 - alpha / (2 * max(1, family_size)), df)) * math.sqrt(se2)
     if change > factor and d - strict > 0:
         status = "regressed"
     elif change < 1 / factor and d + strict < 0:
