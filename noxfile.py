@@ -190,7 +190,8 @@ def gate_check(session: nox.Session) -> None:
     K sessions (``-- --pairs K``, default 5), each alternating three sides' rounds: the code as it
     is twice (an A/A pair) and once with the WCC cpu forward made 1.3x slower for real (a planted
     pair), judged by the rules of ``bench compare`` / ``bench ab``; prints both rates
-    (:mod:`bench.timing.gate_check`). About 1.5 min per session on 2 busy cores.
+    (:mod:`bench.timing.gate_check`), and stores the run-to-run noise between the sessions for
+    ``bench compare`` (:mod:`bench.report.calibration`). Each session is 9 one-thread rounds.
     """
     _install(session, "bench,cpu")
     session.run("python", "-m", "bench.timing.gate_check", *session.posargs)

@@ -11,8 +11,9 @@ alike, so the two records share a *session* and the verdict (:mod:`bench.report.
 no run-to-run calibration. The two merged records are written to ``--out`` (``bench compare``
 reads them again) and the table is ``bench compare``'s.
 
-``--quick`` times ``bench timing --quick``'s layer grid without the model and the deployed
-runtimes (neither changes with this repository's code, and they take most of a quick run), in
+``--quick`` times ``bench timing --quick``'s forward layer rows, without the model and the
+deployed runtimes (neither changes with this repository's code, and they take most of a quick
+run), in
 :data:`bench.timing.rounds.QUICK_ROUNDS` rounds per side; the default is the full grid in
 :data:`bench.timing.rounds.DEFAULT_ROUNDS` rounds. Exit status: 1 when a row regressed, 0
 otherwise (inconclusive rows never fail), 2 on bad arguments or when a revision cannot run.
@@ -41,9 +42,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("new", metavar="NEW", help="the revision to judge")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to time (default cpu)")
     parser.add_argument("--quick", action="store_true",
-                        help="the quick layer grid (no model, no deployed runtimes), fewer rounds: a few minutes")
+                        help="the quick grid's forward layer rows (no model, no deployed runtimes), fewer rounds: a "
+                             "few minutes")
     parser.add_argument("--rounds", type=int, metavar="N",
                         help="rounds per revision, alternated A B A B (default 5, --quick 3; at least 2)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="torch threads in each round (default 1, as asv: on a shared machine another tenant then "
+                             "delays one round instead of every parallel region; 0: torch's default)")
     parser.add_argument("--out", default="ab-results", metavar="DIR",
                         help="results store for the two merged timing records (default: ab-results)")
     parser.add_argument("--brief", action="store_true", help="count the unchanged and inconclusive rows only")
@@ -73,7 +78,7 @@ def _check_args(args: argparse.Namespace, root: Path | None) -> list[str | None]
     from bench.report.cli import rule_errors
 
     errors: list[str | None] = [int_at_least("--rounds", args.rounds, 2), writable_dir("--out", args.out),
-                                *rule_errors(args)]
+                                int_at_least("--threads", args.threads, 0), *rule_errors(args)]
     if shutil.which("git") is None:
         return [*errors, "git is not on PATH: bench ab checks the revisions out with git worktree"]
     if root is None:
@@ -101,9 +106,9 @@ def _build(tree: Path, device: str, env: dict[str, str]) -> str | None:
 
 
 def _timing_argv(args: argparse.Namespace, tree: Path, round_index: int) -> list[str]:
-    argv = ["--device", args.device, "--no-peaks"]
+    argv = ["--device", args.device, "--no-peaks"] + (["--threads", str(args.threads)] if args.threads else [])
     if args.quick:
-        argv += ["--quick", "--no-runtimes", "--no-model"]
+        argv += ["--quick", "--no-runtimes", "--no-model", "--directions", "fwd"]
     if (tree / "bench" / "timing" / "rounds.py").is_file():  # a revision with rounds: one round per process
         argv += ["--one-round", "--rotate", str(round_index)]
     return argv

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--slowdown", type=float, default=1.3, help="the planted slowdown of the WCC cpu forward (1.3)")
     p.add_argument("--factor", type=float, default=1.1, help="the gate's factor (default 1.1, as bench compare)")
     p.add_argument("--alpha", type=float, default=0.01, help="the gate's alpha (default 0.01, as bench compare)")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="do not store the run-to-run noise measured between the sessions (bench.report.calibration)")
     return p
 
 
@@ -65,12 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         for m in errors:
             print(f"python -m bench.timing.gate_check: {m}", file=sys.stderr)
         return 2
+    # bench ab --quick's rounds (its default one thread), on the cpu backend whose forward is planted.
     argv_round = ["--device", "cpu", "--quick", "--no-peaks", "--no-runtimes", "--no-model", "--directions", "fwd",
-                  "--backends", "cpu", "--one-round"]
+                  "--backends", "cpu", "--threads", "1", "--one-round"]
     planted = ("-m", "bench.timing._planted", f"{args.slowdown}")
     start = time.perf_counter()
     aa_any = aa_rows = aa_total = 0
     det_rows = det_total = det_all = dense_bad = 0
+    side_a: list[Any] = []  # each session's A side: the run-to-run noise is its spread between sessions
     for k in range(args.pairs):
         sides: dict[str, list[dict[str, Any]]] = {"A": [], "B": [], "C": []}
         for i in range(rounds):
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             rec = merge_rounds(recs, session)
             rec["name"] = f"gate-{session}-{side}"
             frames[side] = _frame(rec)
+        side_a.append(frames["A"])
         aa = compare(frames["A"], frames["B"], rules)
         aa = aa[aa["rule"] == "timing"]
         bad = int((aa["status"] == "regressed").sum())
@@ -109,7 +114,35 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  detection of a planted x{args.slowdown:g} WCC cpu forward: {det_rows} of {det_total} rows "
           f"({det_rows / max(1, det_total):.0%}); every WCC row caught in {det_all} of {n} pairs; other rows "
           f"regressed in the planted pairs: {dense_bad}")
+    if not args.no_calibrate and len(side_a) >= 2:
+        _calibrate(side_a, sides["A"][0]["environment"])
     return 0
+
+
+def _calibrate(frames: list[Any], environment: dict[str, Any]) -> None:
+    """Store the run-to-run sd: per row, the sd over sessions of the side's mean log round median
+    (what bench.report.verdict compares between separately taken records); the median over rows."""
+    import numpy as np
+
+    from bench.report.calibration import write_calibration
+    from bench.report.load import machine_of
+    from bench.report.verdict import log_rounds
+
+    per_row: dict[Any, list[float]] = {}
+    for frame in frames:
+        timed = frame[(frame["rule"] == "timing") & frame["error"].isna()]
+        for key, rounds in zip(timed["key"], timed["rounds"]):
+            logs = log_rounds(rounds or [])
+            if len(logs):
+                per_row.setdefault(key, []).append(float(logs.mean()))
+    variances = [float(np.var(v, ddof=1)) for v in per_row.values() if len(v) >= 2]
+    if not variances:
+        return
+    sd = float(np.sqrt(np.median(variances)))
+    machine, label = machine_of(environment)
+    path = write_calibration(machine, sd, sessions=len(frames), rows=len(variances), label=label)
+    print(f"  run-to-run sd between sessions: {sd:.3f} (log time; median over {len(variances)} rows) -> {path}; "
+          f"bench compare / report judge separately taken records on this machine with it")
 
 
 if __name__ == "__main__":
