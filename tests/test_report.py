@@ -240,7 +240,11 @@ def test_report_flags_injected_regression(reports):
     page = (out / labels[SLOW_VERSION] / "index.html").read_text()
     section = page[page.index('id="regressions"'):page.index('id="tables"')]
     assert "4 regressed" not in section and "5 regressed" in section
-    assert section.count("wcc[cpu k=0.25") == 1 + 4  # the group line and the 4 rows
+    flagged, bands = section.split("Every timing row with its band between rounds")
+    assert flagged.count("wcc[cpu k=0.25") == 1 + 4  # the group line and the 4 rows
+    # Every compared timing row is listed with its band and verdict (the rows here are single-round
+    # records of separate runs: judged with the calibrated run-to-run noise, whose band is shown).
+    assert bands.count("wcc[cpu k=0.25") >= 4 and "+-x1." in bands and "regressed; " in bands
     assert "Cityscapes-table 8/8 25%" in section  # the accuracy drop
     later = (out / labels[SLOW_VERSION + 1] / "index.html").read_text()  # still slow, but not slower: not flagged
     assert "no regressions" in later
