@@ -71,7 +71,7 @@ class TimedRow:
     """What every timed row carries (:class:`bench.timing.harness.Timing` plus the outcome).
 
     ``error`` is set exactly when nothing was timed; then the statistics are null / empty.
-    Times are seconds per call; ``samples`` are the raw per-sample times (rank tests need them).
+    Times are seconds per call; ``samples`` are the raw per-sample times (of every round).
     """
 
     median_s: float | None = _f(None)

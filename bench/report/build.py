@@ -338,7 +338,7 @@ def build_reports(results_paths: str | Path | Iterable[str | Path], out: str | P
     if skipped:
         log(f"{len(skipped)} version(s) up to date, not rebuilt (force=True / --force rebuilds them)")
     summaries = (sections.layer_history(results.layer), sections.model_history(results.model))
-    # The raw samples served the rank tests; the pages do not need them (nor do the workers).
+    # The raw samples are not needed by the pages (verdicts use round medians), nor by the workers.
     n_meas = meas.groupby("version").size()
     del meas
     results.layer = results.layer.drop(columns="samples")

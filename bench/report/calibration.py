@@ -68,8 +68,9 @@ def write_calibration(machine: str, sd: float, *, sessions: int, rows: int, labe
     from bench.store import atomic_write_text
 
     p = Path(path) if path is not None else default_path()
-    data = _read(p) if p.is_file() else {"schema": SCHEMA, "machines": {}}
-    data["machines"][machine] = {"run_to_run_sd": float(sd), "sessions": sessions, "rows": rows, "label": label,
+    data: dict[str, Any] = _read(p) if p.is_file() else {"schema": SCHEMA, "machines": {}}
+    machines: dict[str, Any] = data["machines"]
+    machines[machine] = {"run_to_run_sd": float(sd), "sessions": sessions, "rows": rows, "label": label,
                                  "source": source,
                                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     atomic_write_text(p, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -9,7 +9,8 @@ Rules (docs/design.md §7): warm up first (lazy initialisation, autotuning, JIT 
 land in the samples); a sample ends only when the device has finished the work, so on CUDA each
 sample is bracketed by CUDA events recorded on the stream and read after the end event has
 completed; report the median and the interquartile range over several samples and keep the raw
-samples (the report's Mann-Whitney U regression test needs them).
+samples. They describe one process; regression verdicts are computed on rounds (fresh processes,
+:mod:`bench.timing.rounds`), never on them.
 
 Very short calls are repeated ``number`` times per sample (calibrated once, like ``timeit``) so
 that one sample is long enough for the clock; each sample is the time *per call*.
