@@ -6,10 +6,12 @@
 Each revision is checked out into a temporary worktree (``git worktree add --detach``) and its
 compiled backend built once (the build is cached by source hash, so two revisions with the same
 kernels share it). Then the rounds run alternately, A B A B ..., each a fresh ``python -m bench
-timing`` process of that revision's code: the machine's drift over the session hits both sides
-alike, so the two records share a *session* and the verdict (:mod:`bench.report.verdict`) needs
-no run-to-run calibration. The two merged records are written to ``--out`` (``bench compare``
-reads them again) and the table is ``bench compare``'s.
+timing`` process of that revision's code, on one torch thread in CPU time (``--clock process``,
+as asv: another tenant's time slices do not count) where both revisions have that clock: the
+machine's drift over the session hits both sides alike, so the two records share a *session*
+and the verdict (:mod:`bench.report.verdict`) needs no run-to-run calibration. The two merged
+records are written to ``--out`` (``bench compare`` reads them again) and the table is ``bench
+compare``'s.
 
 ``--quick`` times ``bench timing --quick``'s forward layer rows, without the model and the
 deployed runtimes (neither changes with this repository's code, and they take most of a quick
@@ -105,8 +107,15 @@ def _build(tree: Path, device: str, env: dict[str, str]) -> str | None:
     return None if proc.returncode == 0 else "\n".join(proc.stdout.splitlines()[-5:])
 
 
-def _timing_argv(args: argparse.Namespace, tree: Path, round_index: int) -> list[str]:
+def _has_process_clock(tree: Path) -> bool:
+    cli = tree / "bench" / "timing" / "cli.py"
+    return cli.is_file() and '"--clock"' in cli.read_text(encoding="utf-8")
+
+
+def _timing_argv(args: argparse.Namespace, tree: Path, round_index: int, process_clock: bool) -> list[str]:
     argv = ["--device", args.device, "--no-peaks"] + (["--threads", str(args.threads)] if args.threads else [])
+    if process_clock:
+        argv += ["--clock", "process"]
     if args.quick:
         argv += ["--quick", "--no-runtimes", "--no-model", "--directions", "fwd"]
     if (tree / "bench" / "timing" / "rounds.py").is_file():  # a revision with rounds: one round per process
@@ -149,11 +158,15 @@ def run(args: argparse.Namespace) -> int:
             failed = _build(tree, args.device, envs[side])
             if failed:
                 log(f"{side}: the {args.device} backend did not build (its WCC rows will say why):\n{failed}")
+        # CPU time on one thread, as asv (another tenant's time slices do not count), where both
+        # revisions can; otherwise both sides use the wall clock, so they stay comparable.
+        process_clock = args.device == "cpu" and args.threads == 1 and all(map(_has_process_clock, trees.values()))
+        log(f"clock: {'process (CPU time)' if process_clock else 'wall'}")
         rounds: dict[str, list[dict[str, Any]]] = {"base": [], "new": []}
         for i in range(n):
             for side in ("base", "new"):  # A B A B ...: drift over the session hits both alike
                 try:
-                    rounds[side].append(run_round(_timing_argv(args, trees[side], i), cwd=trees[side],
+                    rounds[side].append(run_round(_timing_argv(args, trees[side], i, process_clock), cwd=trees[side],
                                                   env=envs[side]))
                 except RuntimeError as exc:
                     print(f"python -m bench ab: {side} ({args.base if side == 'base' else args.new}) {exc}",

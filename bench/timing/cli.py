@@ -70,6 +70,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--max-samples", type=int)
     t.add_argument("--budget", type=float, metavar="S", help="sampling time per case (s)")
     t.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
+    t.add_argument("--clock", choices=("wall", "process"),
+                   help="CPU clock: wall (default; the latency a user sees) or process (CPU time, as asv: time spent "
+                        "descheduled on a shared machine does not count; meant with --threads 1; bench ab uses it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     o = parser.add_argument_group("rounds (bench.timing.rounds; the regression verdict is computed on rounds)")
     o.add_argument("--rounds", type=int, metavar="N",
@@ -84,7 +87,7 @@ def _timer(args: argparse.Namespace) -> dict[str, Any]:
     timer = ({"warmup": 1, "min_samples": 3, "max_samples": 20, "budget_s": 0.3} if args.quick
              else {"warmup": 3, "min_samples": 10, "max_samples": 100, "budget_s": 2.0})
     for key, value in (("warmup", args.warmup), ("min_samples", args.min_samples),
-                       ("max_samples", args.max_samples), ("budget_s", args.budget)):
+                       ("max_samples", args.max_samples), ("budget_s", args.budget), ("clock", args.clock)):
         if value is not None:
             timer[key] = value
     return timer
@@ -138,6 +141,8 @@ def _check_args(args: argparse.Namespace) -> list[str | None]:
               int_at_least("--threads", args.threads, 1), int_at_least("--rounds", args.rounds, 2)]
     if args.min_samples is not None and args.max_samples is not None and args.max_samples < args.min_samples:
         errors.append(f"--max-samples ({args.max_samples}) must be >= --min-samples ({args.min_samples})")
+    if args.clock == "process" and args.device != "cpu":
+        errors.append("--clock process is for --device cpu (CUDA samples are timed with events)")
     if args.budget is not None and not args.budget >= 0:  # 0: the minimum samples only
         errors.append(f"--budget must be >= 0 seconds, got {args.budget}")
     if args.keep_ratios is not None and not all(0 < r <= 1 for r in args.keep_ratios):

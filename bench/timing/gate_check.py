@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         for m in errors:
             print(f"python -m bench.timing.gate_check: {m}", file=sys.stderr)
         return 2
-    # bench ab --quick's rounds (its default one thread), on the cpu backend whose forward is planted.
+    # bench ab --quick's rounds (one thread, CPU time), on the cpu backend whose forward is planted.
     argv_round = ["--device", "cpu", "--quick", "--no-peaks", "--no-runtimes", "--no-model", "--directions", "fwd",
-                  "--backends", "cpu", "--threads", "1", "--one-round"]
+                  "--backends", "cpu", "--threads", "1", "--clock", "process", "--one-round"]
     planted = ("-m", "bench.timing._planted", f"{args.slowdown}")
     start = time.perf_counter()
     aa_any = aa_rows = aa_total = 0
