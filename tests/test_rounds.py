@@ -99,3 +99,16 @@ def test_planted_slowdown_is_real_and_only_in_its_entry_point() -> None:
                          cwd=Path(__file__).resolve().parents[1])
     assert time.perf_counter() - t0 < 60
     assert float(out.stdout.strip()) >= 0.029  # 0.02 s of work, then half as much again
+
+
+def test_process_clock_leaves_out_time_spent_off_the_cpu() -> None:
+    """``clock="process"`` (bench ab's rounds) counts this process's CPU time: a call that sleeps
+    (as a descheduled one waits) costs next to nothing in it, and its full length on the wall."""
+    from bench.timing.harness import time_callable
+
+    nap = lambda: time.sleep(0.02)  # noqa: E731
+    kw = {"warmup": 1, "min_samples": 3, "max_samples": 3, "budget_s": 0.0}
+    assert time_callable(nap, "cpu", clock="wall", **kw).median >= 0.02
+    assert time_callable(nap, "cpu", clock="process", **kw).median < 0.01
+    with pytest.raises(ValueError, match="clock must be one of"):
+        time_callable(nap, "cpu", clock="cycles")
