@@ -152,8 +152,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f"python -m bench ab: git worktree add {shas[side][:10]} failed: {proc.stderr.strip()}",
                       file=sys.stderr)
                 return 2
+            # Each side builds into its own cache inside the session's folder: the shared cache
+            # (~/.cache/wcc) is keyed by the kernels' source, but its build files name the source
+            # path, so a worktree would rebuild there under the lock other processes load from.
             envs[side] = {**os.environ, "PYTHONPATH": os.pathsep.join(
-                [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
+                [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])]),
+                "WCC_CPU_CACHE": str(tmp / f"cache-{side}"), "WCC_CUDA_CACHE": str(tmp / f"cache-{side}-cuda")}
             log(f"{side}: {shas[side][:10]} in {tree}; building")
             failed = _build(tree, args.device, envs[side])
             if failed:
