@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from bench.report.verdict import prior_variance, round_verdict
+from bench.timing.rounds import DEFAULT_ROUNDS, QUICK_ROUNDS  # bench ab's rounds per side
 
 ROWS = 24  # the layer rows of a quick record
 SAMPLES = 10
-DEFAULT_ROUNDS = 5  # bench ab's default rounds per side (bench.timing.rounds.DEFAULT_ROUNDS)
 FACTOR, ALPHA = 1.1, 0.01
 
 
@@ -74,15 +74,17 @@ def test_false_alarms_over_1000_aa_pairs() -> None:
     assert pairs_bad <= 0.01
 
 
+def _detection(rounds: int, n: int, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    detected = sum(_verdicts(_simulate_pair(rng, rounds, slowdown=1.3)).count("regressed") for _ in range(n))
+    return detected / (n * ROWS)
+
+
 def test_detects_a_1_3x_slowdown() -> None:
-    rng = np.random.default_rng(2)
-    detected = 0
-    n = 1000
-    for _ in range(n):
-        v = _verdicts(_simulate_pair(rng, DEFAULT_ROUNDS, slowdown=1.3))
-        detected += v.count("regressed")
-    rate = detected / (n * ROWS)
-    print(f"\n1.3x slower, {DEFAULT_ROUNDS} rounds per side: detected in {rate:.1%} of {n * ROWS} rows")
+    rate = _detection(DEFAULT_ROUNDS, 1000, seed=2)
+    quick = _detection(QUICK_ROUNDS, 200, seed=6)
+    print(f"\n1.3x slower, {DEFAULT_ROUNDS} rounds per side (bench ab): detected in {rate:.1%} of {1000 * ROWS} rows; "
+          f"{QUICK_ROUNDS} rounds (bench ab --quick): {quick:.1%} of {200 * ROWS}")
     assert rate >= 0.90
 
 
