@@ -183,6 +183,20 @@ def bench_cpu(session: nox.Session) -> None:
     _bench(session, "cpu", "--quick")
 
 
+@nox.session(name="gate_check", venv_params=VENV_PARAMS)
+def gate_check(session: nox.Session) -> None:
+    """The regression gate's own false-alarm and detection rates on this machine.
+
+    K sessions (``-- --pairs K``, default 5), each alternating three sides' rounds: the code as it
+    is twice (an A/A pair) and once with the WCC cpu forward made 1.3x slower for real (a planted
+    pair), judged by the rules of ``bench compare`` / ``bench ab``; prints both rates
+    (:mod:`bench.timing.gate_check`), and stores the run-to-run noise between the sessions for
+    ``bench compare`` (:mod:`bench.report.calibration`). Each session is 9 one-thread rounds.
+    """
+    _install(session, "bench,cpu")
+    session.run("python", "-m", "bench.timing.gate_check", *session.posargs)
+
+
 # bench_gpu's timing grid: bounded so that the whole session fits in about 10 minutes on one GPU
 # (the full grid is `WCC_TIMING_ARGS=""`). The triton target shape (8, 256->256, 128x256; docs/design.md §8) is in
 # the "extra" set; the model benchmark is DeepLabV3+ at 1024x2048 in float16 (timing's default).

@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tables": ("bench.tables.cli", "rebuild the paper's Cityscapes and KITTI tables (train, evaluate, compare)"),
     "report": ("bench.report.cli", "versioned HTML reports (tables, plots, regressions) from the results store"),
     "compare": ("bench.report.compare", "improved / regressed / unchanged between two results; exit 1 on a regression"),
+    "ab": ("bench.timing.ab", "time two git revisions against each other, rounds alternated A B A B; exit 1 on a "
+                              "regression"),
 }
 
 
@@ -37,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The command line as given, for commands that rerun themselves in fresh processes (timing --rounds).
+    args.argv = list(sys.argv[2:] if argv is None else argv[1:])
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

@@ -58,12 +58,20 @@ def _f(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
     return field(default=default, metadata=_meta(**meta))
 
 
+#: One round's summary of a row (seconds per call); ``error`` where the row failed in that round.
+_ROUND = {"type": "object", "required": ["median_s", "iqr_s", "n_samples"],
+          "properties": {"median_s": {"type": ["number", "null"], "minimum": 0},
+                         "iqr_s": {"type": ["number", "null"], "minimum": 0},
+                         "n_samples": {"type": "integer", "minimum": 0},
+                         "error": {"type": ["string", "null"]}}}
+
+
 @dataclass(frozen=True, kw_only=True)
 class TimedRow:
     """What every timed row carries (:class:`bench.timing.harness.Timing` plus the outcome).
 
     ``error`` is set exactly when nothing was timed; then the statistics are null / empty.
-    Times are seconds per call; ``samples`` are the raw per-sample times (rank tests need them).
+    Times are seconds per call; ``samples`` are the raw per-sample times (of every round).
     """
 
     median_s: float | None = _f(None)
@@ -87,6 +95,10 @@ class TimedRow:
     floor_macs: int | None = _f(None, required=False, report=False)
     floor_precision: str | None = _f(None, required=False, report=False)
     floor_ratio: float | None = _f(None, required=False)
+    # Added with rounds (bench.timing.rounds): one summary per round, each round a fresh process that timed
+    # every row once; ``median_s`` is then the median of the round medians and ``samples`` pools the rounds'.
+    # Absent or null (older records): the row is one round.
+    rounds: list[dict[str, Any]] | None = _f(None, required=False, schema_items=_ROUND)
 
     def to_dict(self) -> dict[str, Any]:
         """The row as stored (plain JSON types)."""

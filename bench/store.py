@@ -82,6 +82,9 @@ SCHEMAS["timing"] = {
         "model_rows": {"type": "array", "items": _MODEL_ROW},
         "wall_time_s": {"type": "number", "minimum": 0},
         "environment": _PROBED_ENV,
+        # Added with rounds (bench.timing.rounds); optional, so older (one-round) records still load.
+        "rounds": {"type": "integer", "minimum": 1},
+        "session": {"type": ["string", "null"]},  # records sharing a session had their rounds interleaved
     },
 }
 # pytest-benchmark's own JSON (``--benchmark-json``), as the retired benchmarks/conftest.py tagged it so that the

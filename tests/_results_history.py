@@ -8,8 +8,9 @@ carries noise: lognormal per-sample jitter (``noise``, default 3%), occasional o
 samples up to 1.5x), a per-run offset per row (``noise / 6``) and a per-run drift per machine
 (1%), so two runs of the "same code" differ the way reruns on a quiet machine do.
 
-The per-run offsets are what the within-run samples cannot see: the Mann-Whitney U test calls a
-1.05x run-level shift "significant" and only the 1.1 factor keeps it unflagged. With per-row
+The per-run offsets are what the within-run samples cannot see: a rank test on them (the gate
+before rounds) called a 1.05x run-level shift "significant" and only the 1.1 factor kept it
+unflagged; records of separate runs are now judged with a run-to-run calibration instead. With per-row
 offsets of 1.5% (``noise / 2``) on top of the drift, ten versions of the full grids (about
 10,000 rows each) showed 1 to 4 false regressions per version at the default factor: noisier
 machines need a larger ``--factor``.

@@ -90,3 +90,10 @@ def dtype(request: pytest.FixtureRequest) -> torch.dtype:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_machine_calibration(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never read this machine's run-to-run calibration (bench.report.calibration): a
+    ``nox -s gate_check`` run on the developer's machine must not change what compare decides."""
+    monkeypatch.setenv("WCC_BENCH_CALIBRATION", str(tmp_path_factory.getbasetemp() / "no-calibration.json"))

@@ -33,6 +33,25 @@ def _slow_rows(row: dict) -> bool:
 INJECTED = Injected(version=SLOW_VERSION, machine="cpu", slowdown=1.2, layer_match=_slow_rows, miou_drop=0.03)
 
 
+#: The synthetic machines' run-to-run noise (sd of log time between separately taken records), as
+#: ``nox -s gate_check`` would calibrate it: separate records are judged with it (bench.report.verdict).
+RUN_TO_RUN_SD = 0.02
+
+
+def _calibrated(root: Path) -> Rules:
+    return Rules(run_to_run_sd={m: RUN_TO_RUN_SD for m in load_results(root).machines})
+
+
+def _calibration_file(tmp_path: Path, *roots: Path) -> str:
+    from bench.report.calibration import write_calibration
+
+    path = tmp_path / "run-to-run.json"
+    for root in roots:
+        for machine in load_results(root).machines:
+            write_calibration(machine, RUN_TO_RUN_SD, sessions=5, rows=10, path=path, source="test")
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     root = tmp_path_factory.mktemp("history") / "results"
@@ -47,7 +66,7 @@ def reports(history: tuple[Path, list[str]]) -> tuple[Path, list[str], object]:
     root, labels = history
     out = root.parent / "reports"
     t0 = time.perf_counter()
-    summary = build_reports(root, out)
+    summary = build_reports(root, out, rules=_calibrated(root))
     print(f"\n{VERSIONS} versions (quick grids, 2 machines) built in {time.perf_counter() - t0:.1f} s")
     return out, labels, summary
 
@@ -56,10 +75,13 @@ def reports(history: tuple[Path, list[str]]) -> tuple[Path, list[str], object]:
 
 
 def _meas(version: str, values: dict[str, tuple[float, list[float] | None]], machine: str = "m1",
-          rule: str = "timing", metric: str = "time", errors: dict[str, str] | None = None) -> pd.DataFrame:
+          rule: str = "timing", metric: str = "time", errors: dict[str, str] | None = None,
+          session: str | None = "s1") -> pd.DataFrame:
+    """Measurements whose listed values are round medians (rounds of one session by default)."""
     rows = [{"version": version, "machine": machine, "created": pd.Timestamp("2026-01-01", tz="UTC"),
              "bench": "layer", "key": key, "label": str(key), "metric": metric, "rule": rule, "value": v,
-             "samples": s, "error": (errors or {}).get(key)} for key, (v, s) in values.items()]
+             "samples": None, "error": (errors or {}).get(key), "rounds": r, "session": session}
+            for key, (v, r) in values.items()]
     return pd.DataFrame(rows)
 
 
@@ -70,31 +92,36 @@ def _timing_pair(base: np.ndarray, new: np.ndarray, **kw) -> pd.Series:
     return out.iloc[0]
 
 
-def test_timing_rule_needs_factor_and_significance():
+def test_timing_rule_needs_factor_and_a_band_that_excludes_noise():
     rng = np.random.default_rng(0)
-    base = 1e-3 * rng.lognormal(0, 0.02, 20)
-    slow = _timing_pair(base, 1.2e-3 * rng.lognormal(0, 0.02, 20))
-    assert slow["status"] == "regressed" and slow["p_value"] < 0.01 and slow["change"] == pytest.approx(1.2, rel=0.03)
-    fast = _timing_pair(base, 0.8e-3 * rng.lognormal(0, 0.02, 20))
+    base = 1e-3 * rng.lognormal(0, 0.02, 5)  # five rounds' medians
+    slow = _timing_pair(base, 1.2e-3 * rng.lognormal(0, 0.02, 5))
+    assert slow["status"] == "regressed" and slow["band"] < 1.1 and slow["change"] == pytest.approx(1.2, rel=0.05)
+    fast = _timing_pair(base, 0.8e-3 * rng.lognormal(0, 0.02, 5))
     assert fast["status"] == "improved"
-    # Significant but inside the factor: noise-sized shifts never flag.
-    small = _timing_pair(base, 1.05e-3 * rng.lognormal(0, 0.005, 20))
-    assert small["status"] == "unchanged" and small["p_value"] != small["p_value"]  # not even tested
-    # Median 20% slower but the samples overlap (bimodal noise): not significant, not flagged.
-    noisy_base = np.r_[np.full(10, 1e-3), np.full(10, 1.5e-3)] * rng.lognormal(0, 0.01, 20)
-    noisy_new = np.r_[np.full(9, 1e-3), np.full(11, 1.5e-3)] * rng.lognormal(0, 0.01, 20)
-    noisy = _timing_pair(noisy_base, noisy_new)
-    assert noisy["change"] > 1.1 and noisy["status"] == "unchanged" and "not significant" in noisy["note"]
+    # Inside the factor: noise-sized shifts never flag.
+    small = _timing_pair(base, 1.05e-3 * rng.lognormal(0, 0.005, 5))
+    assert small["status"] == "unchanged"
+    # Median 20% slower but the rounds scatter wider than the factor: inconclusive, not flagged.
+    noisy = _timing_pair(base * np.array([1, 1.5, 1, 1.5, 1]), 1.2e-3 * rng.lognormal(0, 0.02, 5) * [1.5, 1, 1.5, 1, 1])
+    assert noisy["status"] == "inconclusive" and "band" in noisy["note"] and noisy["band"] > 1.1
     # A stricter factor lets the 20% slowdown through unflagged.
-    assert _timing_pair(base, 1.2e-3 * rng.lognormal(0, 0.02, 20), rules=Rules(factor=1.3))["status"] == "unchanged"
+    assert _timing_pair(base, 1.2e-3 * rng.lognormal(0, 0.02, 5), rules=Rules(factor=1.3))["status"] == "unchanged"
 
 
-def test_timing_rule_without_samples_falls_back_to_factor():
+def test_timing_rule_on_one_round_or_separate_sessions():
+    # Old records are one round each: no band between rounds, so past the factor it is inconclusive.
     row = compare(_meas("a", {"k": (1.0, None)}), _meas("b", {"k": (1.25, None)})).iloc[0]
-    assert row["status"] == "regressed" and "factor only" in row["note"]
-    # Three samples per side can never reach p < 0.01 (min one-sided p = 1/20): factor only too.
-    row = compare(_meas("a", {"k": (1.0, [1.0, 1.01, 0.99])}), _meas("b", {"k": (1.3, [1.3, 1.31, 1.29])})).iloc[0]
-    assert row["status"] == "regressed" and "too few samples" in row["note"]
+    assert row["status"] == "inconclusive" and "one round" in row["note"]
+    # Separately taken records (different sessions): the rounds do not cover the time between them.
+    base, new = _meas("a", {"k": (1.0, [1.0, 1.01, 0.99])}), _meas("b", {"k": (1.3, [1.3, 1.31, 1.29])}, session="s2")
+    row = compare(base, new).iloc[0]
+    assert row["status"] == "inconclusive" and "bench ab" in row["note"]
+    # ... unless the machine's run-to-run noise is calibrated.
+    assert compare(base, new, Rules(run_to_run_sd={"m1": 0.02})).iloc[0]["status"] == "regressed"
+    assert compare(base, new, Rules(run_to_run_sd={"m1": 0.2})).iloc[0]["status"] == "inconclusive"
+    # Interleaved rounds of one session need no calibration.
+    assert compare(base, _meas("b", {"k": (1.3, [1.3, 1.31, 1.29])})).iloc[0]["status"] == "regressed"
 
 
 def _layer_key(op: str, backend: str | None = None, shape: str = "1x8x8@16x16") -> LayerKey:
@@ -113,7 +140,7 @@ def test_timing_drift_check_compares_wcc_rows_relative_to_dense():
     def run(version: str, scale: dict[str, float]) -> pd.DataFrame:
         values = {}
         for op, ms in (("dense_cl", 10.0), ("matmul", 12.0), ("wcc", 4.0), ("quantconv", 15.0)):
-            s = ms * 1e-3 * scale.get(op, 1.0) * rng.lognormal(0, 0.01, 15)
+            s = ms * 1e-3 * scale.get(op, 1.0) * rng.lognormal(0, 0.01, 5)
             values[_layer_key(op, "cpu" if op == "wcc" else None)] = (float(np.median(s)), list(s))
         return _meas(version, values)
 
@@ -213,7 +240,11 @@ def test_report_flags_injected_regression(reports):
     page = (out / labels[SLOW_VERSION] / "index.html").read_text()
     section = page[page.index('id="regressions"'):page.index('id="tables"')]
     assert "4 regressed" not in section and "5 regressed" in section
-    assert section.count("wcc[cpu k=0.25") == 1 + 4  # the group line and the 4 rows
+    flagged, bands = section.split("Every timing row with its band between rounds")
+    assert flagged.count("wcc[cpu k=0.25") == 1 + 4  # the group line and the 4 rows
+    # Every compared timing row is listed with its band and verdict (the rows here are single-round
+    # records of separate runs: judged with the calibrated run-to-run noise, whose band is shown).
+    assert bands.count("wcc[cpu k=0.25") >= 4 and "+-x1." in bands and "regressed; " in bands
     assert "Cityscapes-table 8/8 25%" in section  # the accuracy drop
     later = (out / labels[SLOW_VERSION + 1] / "index.html").read_text()  # still slow, but not slower: not flagged
     assert "no regressions" in later
@@ -247,14 +278,14 @@ def test_rebuild_skips_versions_whose_inputs_did_not_change(reports, history):
 
     out, labels, _ = reports
     root, _ = history
-    again = build_reports(root, out)
+    again = build_reports(root, out, rules=_calibrated(root))
     assert again.skipped == labels and again.pages == [out / "index.html"]
     assert again.regressions[labels[SLOW_VERSION]] == 5  # still reported in the index
     # A record of the last version changed: only that version is rebuilt (earlier ones do not
     # depend on it; a change in version i would rebuild i and every later version).
     record = next((root / "timing").glob(f"cpu-v{VERSIONS - 1}-*.json"))
     os.utime(record, ns=(record.stat().st_atime_ns, record.stat().st_mtime_ns + 1_000_000))
-    again = build_reports(root, out, jobs=1)
+    again = build_reports(root, out, jobs=1, rules=_calibrated(root))
     assert again.skipped == labels[:-1] and again.pages == [out / labels[-1] / "index.html", out / "index.html"]
 
 
@@ -288,18 +319,25 @@ def test_compare_cli(tmp_path: Path, history, capsys: pytest.CaptureFixture[str]
     root, labels = history
     # Two noisy reruns of the same code: nothing flagged.
     base, new = _two_reruns(tmp_path, noise=0.06)
-    assert bench_main(["compare", str(base), str(new)]) == 0
+    cal = ["--calibration", _calibration_file(tmp_path, root)]
+    assert bench_main(["compare", str(base), str(new), *cal]) == 0
     out = capsys.readouterr().out
     assert "REGRESSED (0)" in out and "UNCHANGED (" in out
     # The same with a 20% slowdown of some rows: flagged, exit 1.
     base, slow = _two_reruns(tmp_path / "slow", noise=0.06, slowdown=1.2)
-    assert bench_main(["compare", str(base), str(slow)]) == 1
+    assert bench_main(["compare", str(base), str(slow), *cal]) == 1
     out = capsys.readouterr().out
     assert "REGRESSED (4)" in out and "wcc[cpu k=0.25] float32 (cpu)" in out
+    # Without a calibration, separately taken records cannot be told apart past the factor: inconclusive.
+    assert bench_main(["compare", str(base), str(slow), "--calibration", str(tmp_path / "none.json")]) == 2
+    assert "no such calibration file" in capsys.readouterr().err
+    assert bench_main(["compare", str(base), str(slow)]) == 0  # conftest: no calibration file here
+    out = capsys.readouterr().out
+    assert "REGRESSED (0)" in out and "INCONCLUSIVE" in out and "bench ab" in out
     # Two versions of one results directory, by commit prefix.
     assert bench_main(["compare", "--results", str(root), labels[SLOW_VERSION - 1].split("+")[1][:6],
-                       labels[SLOW_VERSION], "--brief"]) == 1
-    assert bench_main(["compare", "--results", str(root), labels[0], labels[1], "--brief"]) == 0
+                       labels[SLOW_VERSION], "--brief", *cal]) == 1
+    assert bench_main(["compare", "--results", str(root), labels[0], labels[1], "--brief", *cal]) == 0
     capsys.readouterr()
     # Bad input: a missing path, an unknown version, nothing in common (another machine).
     assert bench_main(["compare", str(tmp_path / "nope"), str(new)]) == 2
@@ -345,8 +383,9 @@ def test_pytest_benchmark_records(tmp_path: Path, capsys: pytest.CaptureFixture[
 
     paths = [ResultStore(tmp_path / name).write("pytest-benchmark", name, _pytest_benchmark_record(seed, slow))
              for name, seed, slow in (("base", 1, 1.0), ("rerun", 2, 1.0), ("slow", 3, 1.25))]
-    assert bench_main(["compare", str(paths[0]), str(paths[1])]) == 0
-    assert bench_main(["compare", str(paths[0]), str(paths[2])]) == 1
+    cal = ["--calibration", _calibration_file(tmp_path, *paths)]
+    assert bench_main(["compare", str(paths[0]), str(paths[1]), *cal]) == 0
+    assert bench_main(["compare", str(paths[0]), str(paths[2]), *cal]) == 1
     assert "test_layer[extra-1x256x256@128x256-fwd-wcc]" in capsys.readouterr().out
     build_reports(paths[0], tmp_path / "reports", jobs=1)
     page = next((tmp_path / "reports").glob("*/index.html")).read_text()

@@ -213,6 +213,11 @@ def _regression_section(hist: pd.DataFrame, n_meas: int, names: dict[str, str],
         "regressed_groups": group_rows(group_summary(bad), names),
         "improved_groups": group_rows(group_summary(good), names),
         "n_unchanged": int(counts.get("unchanged", 0)),
+        "n_inconclusive": int(counts.get("inconclusive", 0)),
+        # Every timing row with its band between rounds; the note says "noise" where the change is inside it.
+        "timing_bands": [[*r[:-1], f"{status}; {r[-1]}" if r[-1] else status] for r, status in
+                         zip(compare_rows(hist[hist["rule"] == "timing"], names),
+                             hist.loc[hist["rule"] == "timing", "status"])],
         "n_compared": len(hist),
         "n_new": max(0, n_meas - len(hist)),
         "bases": sorted(set(hist["base_version"])),
@@ -333,7 +338,7 @@ def build_reports(results_paths: str | Path | Iterable[str | Path], out: str | P
     if skipped:
         log(f"{len(skipped)} version(s) up to date, not rebuilt (force=True / --force rebuilds them)")
     summaries = (sections.layer_history(results.layer), sections.model_history(results.model))
-    # The raw samples served the rank tests; the pages do not need them (nor do the workers).
+    # The raw samples are not needed by the pages (verdicts use round medians), nor by the workers.
     n_meas = meas.groupby("version").size()
     del meas
     results.layer = results.layer.drop(columns="samples")

@@ -17,13 +17,19 @@ __all__ = ["configure", "run"]
 
 
 def add_rule_options(parser: argparse.ArgumentParser) -> None:
-    """``--factor``, ``--alpha``, ``--memory-factor``, ``--no-drift-check`` (shared with ``compare``)."""
+    """``--factor``, ``--alpha``, ``--memory-factor``, ``--calibration``, ``--no-drift-check`` (shared with
+    ``compare`` and ``ab``)."""
     g = parser.add_argument_group("regression rules")
     g.add_argument("--factor", type=float, default=1.1,
-                   help="timing: flag when the median is slower by more than this factor (default 1.1) ...")
+                   help="timing: flag when the rounds' medians moved by more than this factor (default 1.1) ...")
     g.add_argument("--alpha", type=float, default=0.01,
-                   help="... and a one-sided Mann-Whitney U test on the samples has p below this (default 0.01)")
+                   help="... and their interval at this level (Bonferroni over the rows compared) excludes no "
+                        "change (default 0.01); the band between rounds is the row's own interval at this level")
     g.add_argument("--memory-factor", type=float, default=1.1, help="memory: flag above this factor (default 1.1)")
+    g.add_argument("--calibration", metavar="FILE",
+                   help="this machine's run-to-run noise, for records taken in separate sessions (default: "
+                        "$WCC_BENCH_CALIBRATION or ~/.cache/wcc-bench/run-to-run.json where present; nox -s gate_check "
+                        "writes it); without one, separate records past the factor are inconclusive")
     g.add_argument("--no-drift-check", dest="drift_check", action="store_false",
                    help="judge WCC / QuantConv2d layer times alone (default: they must also have moved relative to "
                         "the best dense op of the same shape in the same runs, so a machine that got slower between "
@@ -31,10 +37,11 @@ def add_rule_options(parser: argparse.ArgumentParser) -> None:
 
 
 def rules_from(args: argparse.Namespace):  # -> Rules (imported lazily)
+    from bench.report.calibration import load_calibration
     from bench.report.regressions import Rules
 
     return Rules(factor=args.factor, alpha=args.alpha, memory_factor=args.memory_factor,
-                 drift_check=args.drift_check)
+                 drift_check=args.drift_check, run_to_run_sd=load_calibration(getattr(args, "calibration", None)))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +68,7 @@ def rule_errors(args: argparse.Namespace) -> list[str | None]:
     try:
         rules_from(args)
     except ValueError as exc:
-        return [f"--factor/--alpha/--memory-factor: {exc}"]
+        return [f"--factor/--alpha/--memory-factor/--calibration: {exc}"]
     return []
 
 

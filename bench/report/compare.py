@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["configure", "run"]
+__all__ = ["configure", "run", "print_verdicts"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -104,12 +104,10 @@ def _describe(name: str, res: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
     from bench._args import report_errors
     from bench.report.cli import rules_from
-    from bench.report.format import COMPARE_HEADERS, GROUP_HEADERS, compare_rows, group_rows, short_machine_names
-    from bench.report.regressions import compare, group_summary, measurements, unmatched
+    from bench.report.format import short_machine_names
+    from bench.report.regressions import compare, measurements, unmatched
 
     if report_errors("python -m bench compare", _check_args(args)):  # before any record is read
         return 2
@@ -133,20 +131,37 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     names = short_machine_names({**base.machines, **new.machines})
+    return print_verdicts(result, names, brief=args.brief, unmatched_counts=unmatched(mb, mn))
+
+
+def print_verdicts(result: Any, names: dict[str, str], *, brief: bool = False,
+                   unmatched_counts: tuple[int, int] | None = None) -> int:
+    """Print a comparison (:func:`bench.report.regressions.compare`) as ``bench compare`` does and
+    return its exit status: 1 when anything regressed, else 0 (inconclusive rows never fail).
+    ``bench ab`` prints its verdicts through this too."""
+    from tabulate import tabulate
+
+    from bench.report.format import COMPARE_HEADERS, GROUP_HEADERS, compare_rows, group_rows
+    from bench.report.regressions import group_summary
+
     headers = [h for h in COMPARE_HEADERS if h != "base version"]
     counts = {}
-    for status in ("regressed", "improved", "unchanged"):
+    for status in ("regressed", "improved", "inconclusive", "unchanged"):
         rows = result[result["status"] == status]
         counts[status] = len(rows)
-        print(f"\n{status.upper()} ({len(rows)})")
-        if not len(rows) or (status == "unchanged" and args.brief):
+        title = {"inconclusive": "INCONCLUSIVE: the band between rounds is wider than the factor (noise; not a "
+                                 "verdict, never fails)"}.get(status, status.upper())
+        print(f"\n{title} ({len(rows)})")
+        if not len(rows) or (status in ("unchanged", "inconclusive") and brief):
             continue
-        if status != "unchanged" and len(rows) > 1:
+        if status in ("regressed", "improved") and len(rows) > 1:
             print(tabulate(group_rows(group_summary(rows), names), headers=GROUP_HEADERS, tablefmt="simple",
                            disable_numparse=True) + "\n")
         text = [r[:4] + r[5:] for r in compare_rows(rows, names)]  # drop "base version": one per side here
         print(tabulate(text, headers=headers, tablefmt="simple", disable_numparse=True))
-    only_base, only_new = unmatched(mb, mn)
-    print(f"\n{counts['regressed']} regressed, {counts['improved']} improved, {counts['unchanged']} unchanged; "
-          f"not paired: {only_base} only in BASE, {only_new} only in NEW")
+    paired = ""
+    if unmatched_counts is not None:
+        paired = f"; not paired: {unmatched_counts[0]} only in BASE, {unmatched_counts[1]} only in NEW"
+    print(f"\n{counts['regressed']} regressed, {counts['improved']} improved, {counts['unchanged']} unchanged, "
+          f"{counts['inconclusive']} inconclusive{paired}")
     return 1 if counts["regressed"] else 0

@@ -51,7 +51,14 @@ def _change(rule: str, c: Any, base: Any) -> str:
     return f"{c:+.4f}{rel}"
 
 
-COMPARE_HEADERS = ["machine", "bench", "what", "metric", "base version", "base", "new", "change", "p", "note"]
+def _band(band: Any) -> str:
+    """A timing row's band between rounds (the half-width of its interval, as a factor)."""
+    if is_missing(band):
+        return "-"
+    return "none" if math.isinf(band) else f"+-x{band:.2f}"
+
+
+COMPARE_HEADERS = ["machine", "bench", "what", "metric", "base version", "base", "new", "change", "band", "note"]
 
 
 def compare_rows(df: pd.DataFrame, machines: dict[str, str] | None = None) -> list[list[str]]:
@@ -62,7 +69,7 @@ def compare_rows(df: pd.DataFrame, machines: dict[str, str] | None = None) -> li
     for r in df.itertuples(index=False):
         out.append([machines.get(r.machine, r.machine), r.bench, r.label, r.metric, r.base_version,
                     _value(r.rule, r.metric, r.base), _value(r.rule, r.metric, r.new),
-                    _change(r.rule, r.change, r.base), "-" if is_missing(r.p_value) else f"{r.p_value:.1g}",
+                    _change(r.rule, r.change, r.base), _band(r.band),
                     r.note or ""])
     return out
 

@@ -215,16 +215,24 @@ def _row_frame(base: dict[str, Any], rows: list[dict[str, Any]], fields: tuple[s
     return df
 
 
+def _timing_source(rec: dict[str, Any]) -> str:
+    """``timing``, or ``timing:process-clock`` for a record timed in CPU time (``--clock process``,
+    as ``bench ab`` does): part of the identity, so it is never paired with wall-clock rows, and
+    the report's latency tables (``source == "timing"``) leave it out."""
+    clock = (rec.get("timer") or {}).get("clock", "wall") if isinstance(rec.get("timer"), dict) else "wall"
+    return "timing" if clock == "wall" else f"timing:{clock}-clock"
+
+
 def _layer_rows(base: dict[str, Any], rec: dict[str, Any], path: Path) -> pd.DataFrame:
     _rows(path, rec["layer_rows"], _LAYER_FIELDS, "layer_rows")
     return _row_frame(base, rec["layer_rows"], tuple(report_columns(LayerRow)),
-                      {"source": "timing", "device": rec["device"]})
+                      {"source": _timing_source(rec), "device": rec["device"], "session": rec.get("session")})
 
 
 def _model_rows(base: dict[str, Any], rec: dict[str, Any], path: Path) -> pd.DataFrame:
     _rows(path, rec["model_rows"], _MODEL_FIELDS, "model_rows")
     df = _row_frame(base, rec["model_rows"], tuple(report_columns(ModelRow)),
-                    {"source": "timing", "device": rec["device"]})
+                    {"source": _timing_source(rec), "device": rec["device"], "session": rec.get("session")})
     df["input"] = ["x".join(str(v) for v in i) for i in df["input"]]
     return df
 
@@ -247,8 +255,8 @@ _COLUMNS = {
     "tables": ["table", "row_id", "precision", "shrinkage", "data", "synthetic", "profile", "run_id", "device",
                "keep_ratio", "act_bits", "weight_bits", "levels", "config_kind", "bops", "bops_paper",
                "bops_convention", "metrics", "metrics_paper"],
-    "layer": ["source", "device", *report_columns(LayerRow)],
-    "model": ["source", "device", *report_columns(ModelRow)],
+    "layer": ["source", "device", "session", *report_columns(LayerRow)],
+    "model": ["source", "device", "session", *report_columns(ModelRow)],
     "pbench": ["source", "name", "case", "op", "backend", "median_s", "iqr_s", "samples", "n_samples", "ratio_to_dense",
                "error"],
 }

@@ -11,11 +11,15 @@ machines or configurations.
 
 Rules (:class:`Rules`):
 
-* **timing** (median seconds, lower is better): regressed when ``new / base > factor`` (default
-  1.1) *and* a one-sided Mann-Whitney U test on the raw samples says the new samples are larger
-  with p < ``alpha`` (default 0.01), as asv does; improved symmetrically. Without samples, or
-  with too few for the test ever to reach ``alpha``, the factor alone decides (asv's fallback),
-  and the row says so. A case that ran before and now fails is regressed; the reverse improved.
+* **timing** (median seconds, lower is better): the verdict is computed on the rounds' medians,
+  never on pooled raw samples (:mod:`bench.report.verdict` states the statistic): regressed when
+  the change is past ``factor`` (default 1.1) and its interval excludes 1 (at ``alpha``,
+  Bonferroni over the timing rows compared together); improved symmetrically; *inconclusive*
+  when neither and the band between rounds is wider than the factor (it never fails a gate);
+  otherwise unchanged. Records taken in separate sessions (different ``session``) also carry
+  the run-to-run noise of the machine: ``run_to_run_sd`` where calibrated, else anything past
+  the factor is inconclusive (``bench ab`` interleaves both sides in one session instead). A case
+  that ran before and now fails is regressed; the reverse improved.
   WCC and QuantConv2d layer rows must also pass a *drift check* (``drift_check``): their time
   relative to the best dense op of the same shape, measured in the same runs, must have moved
   past the factor as well. A shared machine that got slower between two runs slows the dense
@@ -41,7 +45,7 @@ from bench.rows import AccuracyKey, LayerKey, ModelKey, PytestBenchmarkKey
 __all__ = ["Tolerance", "Rules", "ACCURACY_TOLERANCES", "measurements", "compare", "history", "unmatched",
            "family", "group_summary", "STATUSES", "COMPARE_COLUMNS"]
 
-STATUSES = ("regressed", "improved", "unchanged")
+STATUSES = ("regressed", "improved", "unchanged", "inconclusive")
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,9 @@ class Rules:
     memory_factor: float = 1.1
     accuracy: Mapping[str, Tolerance] = field(default_factory=lambda: dict(ACCURACY_TOLERANCES))
     drift_check: bool = True
+    #: machine id -> sd of log time between separately taken runs (a calibration of that machine's
+    #: run-to-run noise); machines without one get "inconclusive" past the factor across sessions.
+    run_to_run_sd: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.factor > 1 or not self.memory_factor > 1:
@@ -93,8 +100,11 @@ class Rules:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
 
     def describe(self) -> list[str]:
-        out = [f"timing: median slower by more than x{self.factor:g} and Mann-Whitney U p < {self.alpha:g} on the "
-               f"raw samples (one-sided); factor only where there are too few samples",
+        out = [f"timing: on the rounds' medians, change past x{self.factor:g} with its {1 - self.alpha:.0%} interval "
+               f"(Bonferroni over the rows) excluding 1; inconclusive when the band between rounds is wider than "
+               f"x{self.factor:g}; separately taken records: run-to-run noise "
+               + (f"calibrated for {len(self.run_to_run_sd)} machine(s)" if self.run_to_run_sd else
+                  "not calibrated, so past the factor is inconclusive (use bench ab)"),
                f"memory: more than x{self.memory_factor:g} (single measurement)"]
         if self.drift_check:
             out.insert(1, f"WCC / QuantConv2d layer timing: also x{self.factor:g} relative to the best dense op of "
@@ -106,7 +116,7 @@ class Rules:
 # ----------------------------------------------------------------------------- measurements
 
 _MEAS_COLUMNS = ["version", "machine", "created", "bench", "key", "label", "metric", "rule", "value", "samples",
-                 "error"]
+                 "error", "rounds", "session"]
 _MEMORY_METRICS = ("peak_mem_bytes", "train_saved_bytes", "train_peak_bytes")
 
 
@@ -126,10 +136,26 @@ def _col(df: pd.DataFrame, name: str) -> list[Any]:
 
 
 def _frame(df: pd.DataFrame, bench: str, keys: list[Any], labels: list[str], metric: str, rule: str,
-           value: Any, samples: Any, error: Any) -> pd.DataFrame:
+           value: Any, samples: Any, error: Any, rounds: Any = None) -> pd.DataFrame:
+    session = df["session"].to_numpy() if "session" in df else None
     return pd.DataFrame({"version": df["version"].to_numpy(), "machine": df["machine"].to_numpy(),
                          "created": df["created"].to_numpy(), "bench": bench, "key": keys, "label": labels,
-                         "metric": metric, "rule": rule, "value": value, "samples": samples, "error": error})
+                         "metric": metric, "rule": rule, "value": value, "samples": samples, "error": error,
+                         "rounds": rounds, "session": session})
+
+
+def _round_medians(df: pd.DataFrame) -> list[list[float] | None]:
+    """Per row, its rounds' medians; a row without ``rounds`` (older records) is one round, its median."""
+    out: list[list[float] | None] = []
+    per_row = df["rounds"] if "rounds" in df else [None] * len(df)
+    for rounds, med in zip(per_row, df["median_s"]):
+        if isinstance(rounds, list) and rounds:
+            vals = [r.get("median_s") for r in rounds if isinstance(r, dict)]
+            out.append([float(v) for v in vals if v is not None])
+        else:
+            med = _opt(med)
+            out.append(None if med is None else [float(med)])
+    return out
 
 
 def _accuracy(df: pd.DataFrame, rules: Rules) -> list[pd.DataFrame]:
@@ -166,7 +192,7 @@ def _layer(df: pd.DataFrame) -> list[pd.DataFrame]:
         labels.append(f"{key.shape_set} {key.shape_label} {key.direction} {key.dtype} {name} "
                       f"({key.device}, {key.threads} thr)")
     return [_frame(df, "layer", keys, labels, "time", "timing", df["median_s"].to_numpy(), df["samples"].to_numpy(),
-                   df["error"].to_numpy())]
+                   df["error"].to_numpy(), _round_medians(df))]
 
 
 def _model(df: pd.DataFrame) -> list[pd.DataFrame]:
@@ -180,7 +206,7 @@ def _model(df: pd.DataFrame) -> list[pd.DataFrame]:
         backend = f" [{key.backend}]" if key.backend else ""
         labels.append(f"{key.model} {key.input} {key.dtype} {key.variant}{backend} ({key.device}, {key.threads} thr)")
     out = [_frame(df, "model", keys, labels, "time", "timing", df["median_s"].to_numpy(), df["samples"].to_numpy(),
-                  df["error"].to_numpy())]
+                  df["error"].to_numpy(), _round_medians(df))]
     mem_error = [_opt(e) or _opt(m) for e, m in zip(_col(df, "error"), _col(df, "memory_error"))]
     for metric in _MEMORY_METRICS:
         out.append(_frame(df, "model", keys, labels, metric, "memory", df[metric].to_numpy(), None, mem_error))
@@ -193,7 +219,7 @@ def _pbench(df: pd.DataFrame) -> list[pd.DataFrame]:
     keys = [PytestBenchmarkKey("pytest-benchmark", _num(t), n) for t, n in zip(_col(df, "threads"), _col(df, "name"))]
     labels = [f"{n} ({_num(t)} thr)" for t, n in zip(_col(df, "threads"), _col(df, "name"))]
     return [_frame(df, "pytest-benchmark", keys, labels, "time", "timing", df["median_s"].to_numpy(),
-                   df["samples"].to_numpy(), df["error"].to_numpy())]
+                   df["samples"].to_numpy(), df["error"].to_numpy(), _round_medians(df))]
 
 
 def measurements(results: Any, rules: Rules | None = None) -> pd.DataFrame:
@@ -212,7 +238,7 @@ def measurements(results: Any, rules: Rules | None = None) -> pd.DataFrame:
 
 _ID = ["machine", "bench", "key", "metric"]
 COMPARE_COLUMNS = ["machine", "bench", "label", "metric", "rule", "base_version", "new_version", "base", "new",
-                   "change", "p_value", "status", "note", "key"]
+                   "change", "band", "status", "note", "key"]
 
 
 def _latest(meas: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
@@ -227,14 +253,10 @@ def _latest(meas: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
     return meas.drop_duplicates(_ID, keep="last")
 
 
-def _min_p(n1: int, n2: int) -> float:
-    """Smallest one-sided p-value an exact Mann-Whitney U test can give for sample sizes n1, n2."""
-    return 1.0 / math.comb(n1 + n2, n1)
-
-
 def _timing(row: dict[str, Any], rules: Rules) -> tuple[str, float | None, float | None, str]:
-    """(status, change = new/base, p-value, note) of one timing pair."""
-    from scipy.stats import mannwhitneyu
+    """(status, change = new/base, band, note) of one timing pair: the round verdict
+    (:func:`bench.report.verdict.round_verdict`) on the two sides' round medians."""
+    from bench.report.verdict import round_verdict
 
     b_err, n_err = row["error_base"], row["error_new"]
     if b_err or n_err:
@@ -244,21 +266,14 @@ def _timing(row: dict[str, Any], rules: Rules) -> tuple[str, float | None, float
             return "regressed", None, None, f"now fails: {n_err}"
         return "improved", None, None, f"now runs (failed before: {b_err})"
     base, new = row["value_base"], row["value_new"]
-    if base is None or new is None or not base > 0:
+    rb, rn = row.get("rounds_base") or [], row.get("rounds_new") or []
+    if base is None or new is None or not base > 0 or not any(v > 0 for v in rb) or not any(v > 0 for v in rn):
         return "unchanged", None, None, "no median to compare"
-    ratio = new / base
-    direction = "greater" if ratio > rules.factor else "less" if ratio < 1 / rules.factor else None
-    if direction is None:
-        return "unchanged", ratio, None, ""
-    sb = np.asarray(row["samples_base"] if isinstance(row["samples_base"], (list, np.ndarray)) else [], dtype=float)
-    sn = np.asarray(row["samples_new"] if isinstance(row["samples_new"], (list, np.ndarray)) else [], dtype=float)
-    status = "regressed" if direction == "greater" else "improved"
-    if len(sb) < 2 or len(sn) < 2 or _min_p(len(sn), len(sb)) >= rules.alpha:
-        return status, ratio, None, f"too few samples ({len(sb)}, {len(sn)}) for the rank test: factor only"
-    p = float(mannwhitneyu(sn, sb, alternative=direction).pvalue)
-    if p < rules.alpha:
-        return status, ratio, p, ""
-    return "unchanged", ratio, p, f"x{ratio:.2f} but not significant (p={p:.2g})"
+    same = row.get("session_base") is not None and row.get("session_base") == row.get("session_new")
+    v = round_verdict(rb, rn, factor=rules.factor, alpha=rules.alpha, prior=row.get("_prior"), same_session=same,
+                      run_to_run_sd=rules.run_to_run_sd.get(row["machine"]), family_size=row.get("_family") or 1)
+    rounds = f"{len(rb)} vs {len(rn)} rounds"
+    return v.status, v.change, v.band, f"{rounds}; {v.note}" if v.note else rounds
 
 
 def _memory(row: dict[str, Any], rules: Rules) -> tuple[str, float | None, float | None, str]:
@@ -322,7 +337,8 @@ def _drift_check(pairs: pd.DataFrame, status: pd.Series, change: pd.Series, note
                  base: pd.DataFrame, new: pd.DataFrame, rules: Rules) -> None:
     """Un-flag WCC / QuantConv2d layer rows whose ratio to the best dense op did not move (in place)."""
     dense_base, dense_new = _best_dense(base), _best_dense(new)
-    for idx in status.index[(status != "unchanged") & (pairs["bench"] == "layer") & pairs["error_new"].isna()
+    for idx in status.index[status.isin(["regressed", "improved"]) & (pairs["bench"] == "layer")
+                            & pairs["error_new"].isna()
                             & pairs["error_base"].isna()]:
         key = pairs.at[idx, "key"]
         if not isinstance(key, LayerKey) or key.op not in _CHECKED_OPS:
@@ -348,37 +364,63 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, rules: Rules | None = None,
     latest of each side) and classify each pair. Columns: :data:`COMPARE_COLUMNS`; ``change``
     is new/base for timing and memory, new - base for accuracy."""
     rules = rules or Rules()
-    b, n = _latest(base, order), _latest(new, order)
+    b, n = _with_rounds(_latest(base, order)), _with_rounds(_latest(new, order))
     pairs = n.merge(b, on=_ID, suffixes=("_new", "_base"), how="inner")
     if not len(pairs):
         return pd.DataFrame(columns=COMPARE_COLUMNS)
-    # Timing rows that are plainly unchanged (both ran, ratio inside the factor band) are decided
-    # here in bulk; only the rest go through the per-row rules (and the rank test).
     vb = pd.to_numeric(pairs["value_base"], errors="coerce")
     vn = pd.to_numeric(pairs["value_new"], errors="coerce")
-    ratio = vn / vb
-    clean = (pairs["rule_new"] == "timing") & pairs["error_base"].isna() & pairs["error_new"].isna() & (vb > 0) \
-        & vn.notna() & (ratio <= rules.factor) & (ratio >= 1 / rules.factor)
     status = pd.Series("unchanged", index=pairs.index, dtype=object)
-    change = ratio.where(clean)
-    p_value = pd.Series(np.nan, index=pairs.index)
+    change = pd.Series(np.nan, index=pairs.index)
+    band = pd.Series(np.nan, index=pairs.index)
     note = pd.Series("", index=pairs.index, dtype=object)
-    rest = pairs.loc[~clean]
-    for idx, row in zip(rest.index, rest.to_dict("records")):
-        for k in ("value_base", "value_new", "error_base", "error_new"):
+    prior, family = _round_context(pairs)
+    for idx, row in zip(pairs.index, pairs.to_dict("records")):
+        for k in ("value_base", "value_new", "error_base", "error_new", "session_base", "session_new"):
             row[k] = _opt(row[k])
-        s, c, p, why = _RULES[row["rule_new"]](row, rules)
+        row["_prior"], row["_family"] = prior.get(row["machine"]), family.get(row["machine"], 1)
+        s, c, w, why = _RULES[row["rule_new"]](row, rules)
         status[idx], change[idx], note[idx] = s, np.nan if c is None else c, why
-        p_value[idx] = np.nan if p is None else p
+        band[idx] = np.nan if w is None else w
     if rules.drift_check:
         _drift_check(pairs, status, change, note, b, n, rules)
     out = pd.DataFrame({
         "machine": pairs["machine"], "bench": pairs["bench"], "label": pairs["label_new"], "metric": pairs["metric"],
         "rule": pairs["rule_new"], "base_version": pairs["version_base"], "new_version": pairs["version_new"],
-        "base": vb, "new": vn, "change": change, "p_value": p_value, "status": status, "note": note,
+        "base": vb, "new": vn, "change": change, "band": band, "status": status, "note": note,
         "key": pairs["key"],
     })
     return out.sort_values(["status", "machine", "bench", "label", "metric"], kind="stable").reset_index(drop=True)
+
+
+def _with_rounds(meas: pd.DataFrame) -> pd.DataFrame:
+    """``meas`` with ``rounds`` (a value without rounds is one round) and ``session`` columns."""
+    meas = meas.copy()
+    if "rounds" not in meas:
+        meas["rounds"] = None
+    meas["rounds"] = [r if isinstance(r, list) else None if _opt(v) is None else [float(v)]
+                      for r, v in zip(meas["rounds"], meas["value"])]
+    if "session" not in meas:
+        meas["session"] = None
+    return meas
+
+
+def _round_context(pairs: pd.DataFrame) -> tuple[dict[str, float], dict[str, int]]:
+    """Per machine, the prior between-round variance of the timing rows compared
+    (:func:`bench.report.verdict.prior_variance`) and how many timing rows are judged together."""
+    from bench.report.verdict import prior_variance
+
+    timed = pairs[(pairs["rule_new"] == "timing") & pairs["error_base"].isna() & pairs["error_new"].isna()]
+    prior: dict[str, float] = {}
+    family: dict[str, int] = {}
+    for machine, grp in timed.groupby("machine", sort=False):
+        both = [(rb, rn) for rb, rn in zip(grp["rounds_base"], grp["rounds_new"])
+                if isinstance(rb, list) and isinstance(rn, list) and rb and rn]
+        family[str(machine)] = max(1, len(both))
+        p = prior_variance(both)
+        if p is not None:
+            prior[str(machine)] = p
+    return prior, family
 
 
 def unmatched(base: pd.DataFrame, new: pd.DataFrame) -> tuple[int, int]:

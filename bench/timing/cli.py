@@ -70,14 +70,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--max-samples", type=int)
     t.add_argument("--budget", type=float, metavar="S", help="sampling time per case (s)")
     t.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
+    t.add_argument("--clock", choices=("wall", "process"),
+                   help="CPU clock: wall (default; the latency a user sees) or process (CPU time, as asv: time spent "
+                        "descheduled on a shared machine does not count; meant with --threads 1; bench ab uses it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    o = parser.add_argument_group("rounds (bench.timing.rounds; the regression verdict is computed on rounds)")
+    o.add_argument("--rounds", type=int, metavar="N",
+                   help="fresh processes, each timing every row once in a rotated order; the record keeps each row's "
+                        "per-round median and IQR (default 3, --quick 2; at least 2: one round has no band)")
+    # Set by --rounds and by bench ab for the processes they start: one round, row groups rotated by K.
+    o.add_argument("--one-round", action="store_true", help=argparse.SUPPRESS)
+    o.add_argument("--rotate", type=int, default=0, help=argparse.SUPPRESS)
 
 
 def _timer(args: argparse.Namespace) -> dict[str, Any]:
     timer = ({"warmup": 1, "min_samples": 3, "max_samples": 20, "budget_s": 0.3} if args.quick
              else {"warmup": 3, "min_samples": 10, "max_samples": 100, "budget_s": 2.0})
     for key, value in (("warmup", args.warmup), ("min_samples", args.min_samples),
-                       ("max_samples", args.max_samples), ("budget_s", args.budget)):
+                       ("max_samples", args.max_samples), ("budget_s", args.budget), ("clock", args.clock)):
         if value is not None:
             timer[key] = value
     return timer
@@ -128,9 +138,11 @@ def _check_args(args: argparse.Namespace) -> list[str | None]:
 
     errors = [writable_dir("--out", args.out), int_at_least("--warmup", args.warmup, 0),
               int_at_least("--min-samples", args.min_samples, 1), int_at_least("--max-samples", args.max_samples, 1),
-              int_at_least("--threads", args.threads, 1)]
+              int_at_least("--threads", args.threads, 1), int_at_least("--rounds", args.rounds, 2)]
     if args.min_samples is not None and args.max_samples is not None and args.max_samples < args.min_samples:
         errors.append(f"--max-samples ({args.max_samples}) must be >= --min-samples ({args.min_samples})")
+    if args.clock == "process" and args.device != "cpu":
+        errors.append("--clock process is for --device cpu (CUDA samples are timed with events)")
     if args.budget is not None and not args.budget >= 0:  # 0: the minimum samples only
         errors.append(f"--budget must be >= 0 seconds, got {args.budget}")
     if args.keep_ratios is not None and not all(0 < r <= 1 for r in args.keep_ratios):
@@ -167,6 +179,7 @@ def build_record(args: argparse.Namespace) -> dict[str, Any]:
     from bench.timing.layer import available_backends, run_layer_benchmarks
     from bench.timing.model import model_cases, run_model_benchmarks
     from bench.timing.probes import probe_all
+    from bench.timing.rounds import rotate_groups
 
     start = time.perf_counter()
     if args.threads:
@@ -190,10 +203,11 @@ def build_record(args: argparse.Namespace) -> dict[str, Any]:
         probes = probe_all(args.device)
         peaks = {} if args.no_peaks else measure_peaks(args.device)
         layer_rows = [] if args.no_layer else run_layer_benchmarks(
-            grid.cases(backends), args.device, timer, meter, progress)
-        cases = [] if args.no_model else model_cases(
+            rotate_groups(grid.cases(backends), lambda c: (c.shape, c.direction, c.dtype), args.rotate),
+            args.device, timer, meter, progress)
+        cases = [] if args.no_model else rotate_groups(model_cases(
             args.device, args.quick, backends, resolution=args.model_resolution, dtype=args.model_dtype,
-            runtimes=grid.runtimes)
+            runtimes=grid.runtimes), lambda c: id(c), args.rotate)
         model_rows = run_model_benchmarks(cases, args.device, timer, meter, memory=not args.no_memory,
                                           progress=progress)
         energy_source = meter.describe()
@@ -209,6 +223,29 @@ def build_record(args: argparse.Namespace) -> dict[str, Any]:
     )
     record["environment"]["probes"] = probes
     record["environment"]["peaks"] = peaks or "unavailable: --no-peaks"
+    record["wall_time_s"] = time.perf_counter() - start
+    return record
+
+
+def _rounds_record(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the rounds as fresh processes of this command (``--one-round --rotate i``; the peaks
+    are measured in the first only) and merge them into one record (bench.timing.rounds)."""
+    from bench.timing.rounds import TIMING_QUICK_ROUNDS, TIMING_ROUNDS, child_argv, merge_rounds, new_session, run_round
+
+    n = args.rounds or (TIMING_QUICK_ROUNDS if args.quick else TIMING_ROUNDS)
+    if getattr(args, "argv", None) is None:  # set by bench.cli.main: the rounds rerun this command line
+        raise SystemExit("bench timing --rounds: run it through python -m bench (whose main keeps the command line)")
+    argv = child_argv(args.argv)
+    start = time.perf_counter()
+    records = []
+    for i in range(n):
+        print(f"round {i + 1}/{n} (a fresh process)", file=sys.stderr, flush=True)
+        extra = ["--one-round", "--rotate", str(i)] + (["--no-peaks"] if i and "--no-peaks" not in argv else [])
+        records.append(run_round([*argv, *extra]))
+    record = merge_rounds(records, new_session())
+    if records[0]["environment"].get("peaks") is not None:
+        record["environment"] = records[0]["environment"]
+    record["name"] = args.name or record["name"]
     record["wall_time_s"] = time.perf_counter() - start
     return record
 
@@ -232,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"python -m bench timing --device cuda: no CUDA device here (torch {torch.__version__}, "
               f"CUDA build: {torch.version.cuda or 'none'}); run with --device cpu instead.", file=sys.stderr)
         return 2
-    record = build_record(args)
+    record = build_record(args) if args.one_round else _rounds_record(args)
     path = ResultStore(args.out).write("timing", record["name"], record)
     if record["model_rows"]:
         print("\nModel latency and memory (x dense: median over the dense model's)\n")

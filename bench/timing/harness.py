@@ -9,7 +9,8 @@ Rules (docs/design.md §7): warm up first (lazy initialisation, autotuning, JIT 
 land in the samples); a sample ends only when the device has finished the work, so on CUDA each
 sample is bracketed by CUDA events recorded on the stream and read after the end event has
 completed; report the median and the interquartile range over several samples and keep the raw
-samples (the report's Mann-Whitney U regression test needs them).
+samples. They describe one process; regression verdicts are computed on rounds (fresh processes,
+:mod:`bench.timing.rounds`), never on them.
 
 Very short calls are repeated ``number`` times per sample (calibrated once, like ``timeit``) so
 that one sample is long enough for the clock; each sample is the time *per call*.
@@ -18,6 +19,7 @@ that one sample is long enough for the clock; each sample is the time *per call*
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import math
 import time
@@ -27,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["Timing", "median_iqr", "time_callable", "synchronize"]
+__all__ = ["Timing", "median_iqr", "time_callable", "synchronize", "CLOCKS"]
 
 
 @dataclass(frozen=True)
@@ -71,11 +73,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _sample_cpu(fn: Callable[[], Any], number: int) -> float:
-    t0 = time.perf_counter()
+def _sample_cpu(fn: Callable[[], Any], number: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    t0 = clock()
     for _ in range(number):
         fn()
-    return (time.perf_counter() - t0) / number
+    return (clock() - t0) / number
+
+
+#: CPU clocks: ``wall`` (``time.perf_counter``, the latency a user sees) or ``process`` (CPU time
+#: of this process, ``time.process_time``, as asv uses on a shared machine: time spent descheduled
+#: while another tenant runs does not count; with one torch thread it is the work done).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "process": time.process_time}
 
 
 def _sample_cuda(fn: Callable[[], Any], number: int) -> float:
@@ -100,6 +108,7 @@ def time_callable(
     budget_s: float = 1.0,
     min_sample_s: float | None = None,
     window: "contextlib.AbstractContextManager[Any] | None" = None,
+    clock: str = "wall",
 ) -> Timing:
     """Time ``fn()`` on ``device``.
 
@@ -113,13 +122,19 @@ def time_callable(
             energy-meter window.
         min_sample_s: shortest sample; shorter calls are repeated. Default 1 ms on the CPU
             (``perf_counter`` resolution and scheduler noise) and 0.1 ms with CUDA events.
+        clock: the CPU clock, one of :data:`CLOCKS` (CUDA samples always use events).
     """
     device = torch.device(device)
     if min_samples < 1 or max_samples < min_samples:
         raise ValueError(f"need 1 <= min_samples <= max_samples, got {min_samples}, {max_samples}")
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"time_callable supports cpu and cuda devices, not {device}")
-    sample = _sample_cuda if device.type == "cuda" else _sample_cpu
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {tuple(CLOCKS)}, got {clock!r}")
+    if device.type == "cuda":
+        sample = _sample_cuda
+    else:
+        sample = functools.partial(_sample_cpu, clock=CLOCKS[clock])
     if min_sample_s is None:
         min_sample_s = 1e-4 if device.type == "cuda" else 1e-3
 
