@@ -148,6 +148,8 @@ def check_one_of(name: str, value: Any, choices: Any) -> None:
 
 
 _METRICS = {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
+_FILE_REF = {"type": ["object", "null"], "required": ["path", "sha256"],
+             "properties": {"path": {"type": "string"}, "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,6 +182,17 @@ class TableRecord:
     train_time_s: float | None = _f(None, required=False, report=False)
     eval_time_s: float | None = _f(None, required=False, report=False)
     device: str | None = _f(None, required=False)
+    # Where the table's FP32 row started (docs/design.md §4.1), each {"path", "sha256"} or null:
+    # a whole-model checkpoint evaluated as it is (--init-checkpoint), or ImageNet weights for
+    # the backbone (--pretrained-backbone). Every row of the table descends from that start.
+    init_checkpoint: dict[str, Any] | None = _f(None, required=False, report=False, schema=_FILE_REF)
+    pretrained_backbone: dict[str, Any] | None = _f(None, required=False, report=False, schema=_FILE_REF)
+    # "staged" (bench tables: trained or fine-tuned from the parent row), "evaluated" (bench
+    # evaluate, the checkpoint as it is) or "post-training" (bench evaluate, converted with no
+    # fine-tuning); eval_size is [H, W] of the evaluated images, null for the data's own size.
+    procedure: str | None = _f(None, required=False, schema={"enum": ["staged", "evaluated", "post-training", None]})
+    eval_size: list[int] | None = _f(None, required=False, report=False,
+                                     schema_items={"type": "integer", "minimum": 1}, minItems=2, maxItems=2)
 
     def to_dict(self) -> dict[str, Any]:
         """The record's fields as stored (plain JSON types)."""

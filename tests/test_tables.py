@@ -119,3 +119,39 @@ def test_dry_run_and_help():
     assert res.returncode == 0 and "wcc12" in res.stdout and "(scratch)" in res.stdout
     res = _cli("--help")
     assert res.returncode == 0 and "--data-root" in res.stdout and "Resumable" in res.stdout
+
+
+def test_init_checkpoint_flag_checks_and_records(tmp_path):
+    import torch
+
+    from wcc.models import deeplabv3plus_mobilenetv2, depth_mobilenetv2
+
+    torch.save({"model_state": depth_mobilenetv2().state_dict()}, tmp_path / "depth.pth")
+    torch.save(deeplabv3plus_mobilenetv2().state_dict(), tmp_path / "seg.pth")
+    common = ("--profile", "smoke", "--out", str(tmp_path / "o"), "--results", str(tmp_path / "r"))
+    for args, message in [
+        (("--init-checkpoint", "kitti"), "expected TABLE=PATH"),
+        (("--init-checkpoint", f"coco={tmp_path / 'depth.pth'}"), "not one of the run's tables"),
+        (("--init-checkpoint", f"kitti={tmp_path / 'nope.pth'}"), "does not exist"),
+        (("--init-checkpoint", f"kitti={tmp_path / 'seg.pth'}"), "first mismatching key"),
+        (("--pretrained-backbone", str(tmp_path / "nope.pth")), "--pretrained-backbone"),
+    ]:
+        res = _cli(*common, "--tables", "kitti", *args, timeout=120)
+        assert res.returncode == 2 and message in res.stderr and "--" in res.stderr, (args, res.stderr)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+    res = _cli(*common, "--tables", "kitti", "--init-checkpoint", f"kitti={tmp_path / 'depth.pth'}", "--dry-run")
+    assert res.returncode == 0 and "(evaluated)" in res.stdout, res.stderr
+
+    # A real smoke run of the KITTI table: the FP32 row is the file, recorded with its hash.
+    res = _cli(*common, "--tables", "kitti", "--init-checkpoint", f"kitti={tmp_path / 'depth.pth'}", timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    recs = {r["row"]["id"]: r for _, r in ResultStore(tmp_path / "r").records("tables")}
+    from wcc.train.checkpoint import file_sha256
+
+    ref = {"path": str(tmp_path / "depth.pth"), "sha256": file_sha256(tmp_path / "depth.pth")}
+    assert recs["fp32"]["train_time_s"] == 0 and recs["fp32"]["init_checkpoint"] == ref
+    assert all(r["init_checkpoint"] == ref and r["procedure"] == "staged" for r in recs.values())
+    assert recs["q8_8"]["train_time_s"] > 0
+    # Resuming the run with another start is refused.
+    res = _cli(*common, "--tables", "kitti", timeout=120)
+    assert res.returncode == 2 and "init_checkpoints" in res.stderr

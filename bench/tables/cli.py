@@ -34,6 +34,62 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="print the plan (rows, stages, parents), run the same argument and data checks as a real "
                         "run (every sample decoded), and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--init-checkpoint", action="append", default=[], metavar="TABLE=PATH",
+                   help="start TABLE (cityscapes or kitti) from this full-precision checkpoint, as the paper did "
+                        "(VainF's best_deeplabv3plus_mobilenet_cityscapes_os16.pth, a bare state dict, or a "
+                        "wcc-bench FP32 checkpoint): its FP32 row evaluates the file instead of training, and every "
+                        "later row fine-tunes from it. Repeat for both tables")
+    p.add_argument("--pretrained-backbone", default=None, metavar="PATH",
+                   help="ImageNet MobileNetV2 weights (torchvision layout, e.g. mobilenet_v2-b0353104.pth) for the "
+                        "backbone / encoder of every FP32 row that trains")
+
+
+def init_checkpoint_args(values: list[str], tables: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Parse ``--init-checkpoint TABLE=PATH`` values: ({table: path}, errors)."""
+    out: dict[str, str] = {}
+    errors = []
+    for value in values:
+        table, sep, path = value.partition("=")
+        if not sep or not path:
+            errors.append(f"--init-checkpoint {value}: expected TABLE=PATH, e.g. cityscapes=best.pth")
+        elif table not in tables:
+            errors.append(f"--init-checkpoint {value}: table {table!r} is not one of the run's tables {tables}")
+        elif table in out:
+            errors.append(f"--init-checkpoint: {table} given twice; give one checkpoint per table")
+        elif not os.path.isfile(path):
+            errors.append(f"--init-checkpoint {value}: {path} does not exist (no such file)")
+        else:
+            out[table] = path
+    return out, errors
+
+
+def _weights_errors(init: dict[str, str], backbone: str | None, tables: list[str]) -> list[str]:
+    """Load each given file into the model it is for (cheap, CPU): a file that does not fit fails
+    here, before any data is generated or read."""
+    from bench.tables.sweeps import SWEEPS
+    from wcc.models import load_pretrained_backbone
+    from wcc.train.checkpoint import build_model, load_weights
+
+    errors = []
+    if backbone is not None and not os.path.isfile(backbone):
+        return [f"--pretrained-backbone {backbone}: does not exist (no such file)"]
+    for table in tables:
+        model = build_model(SWEEPS[table].arch)
+        if table in init:
+            if backbone is not None:
+                errors.append(f"--pretrained-backbone with --init-checkpoint {table}=...: the {table} FP32 row is "
+                              f"the checkpoint (not trained), so the backbone weights would be unused; give one")
+                continue
+            try:
+                load_weights(model, init[table])
+            except (ValueError, FileNotFoundError) as exc:
+                errors.append(f"--init-checkpoint {table}={init[table]}: {exc}")
+        elif backbone is not None:
+            try:
+                load_pretrained_backbone(model, backbone)
+            except (ValueError, FileNotFoundError) as exc:
+                errors.append(f"--pretrained-backbone {backbone}: {exc}")
+    return errors
 
 
 def _device(name: str) -> str:
@@ -71,13 +127,14 @@ def _path_and_device_errors(args: argparse.Namespace) -> list[str]:
     return [e for e in errors if e]
 
 
-def _plan(tables: list[str], profile_name: str) -> str:
+def _plan(tables: list[str], profile_name: str, init: dict[str, str] | None = None) -> str:
     from tabulate import tabulate
 
     from bench.tables.profiles import get_profile
     from bench.tables.sweeps import SWEEPS
 
     prof = get_profile(profile_name)
+    init = init or {}
     rows = []
     for t in tables:
         rec = prof.recipes[t]
@@ -85,8 +142,9 @@ def _plan(tables: list[str], profile_name: str) -> str:
             first = r.stage.parent is None
             cfg = r.stage.config.to_dict() if r.stage.config else {"kind": "FP32"}
             cfg_s = ", ".join(f"{k}={v}" for k, v in cfg.items() if k not in ("backend",))
-            rows.append([t, r.id, r.precision, r.shrinkage, r.stage.parent or "(scratch)", cfg_s,
-                         rec.steps if first else rec.finetune_steps])
+            start = r.stage.parent or (f"{init[t]} (evaluated)" if t in init else "(scratch)")
+            steps = (0 if t in init else rec.steps) if first else rec.finetune_steps
+            rows.append([t, r.id, r.precision, r.shrinkage, start, cfg_s, steps])
     head = f"profile {prof.name}: {prof.description}"
     return head + "\n\n" + tabulate(rows, headers=["table", "row", "precision", "shrinkage", "from", "config", "steps"],
                                     tablefmt="github")
@@ -109,6 +167,10 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout_min < 1:
         arg_errors.append(f"--timeout-min must be >= 1, got {args.timeout_min}")
     arg_errors += _path_and_device_errors(args)
+    init, init_errors = init_checkpoint_args(args.init_checkpoint, tables)
+    arg_errors += init_errors
+    if not arg_errors:
+        arg_errors += _weights_errors(init, args.pretrained_backbone, tables)
     if arg_errors:
         for msg in arg_errors:
             print(f"error: {msg}", file=sys.stderr)
@@ -117,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from bench.tables.run import DataError, check_run_data
 
-        print(_plan(tables, args.profile))
+        print(_plan(tables, args.profile, init))
         try:  # the same argument and data checks as a real run, without training or generating anything
             print(check_run_data(args.profile, args.out, args.data_root, tables))
         except DataError as exc:
@@ -132,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         spec = prepare_run(args.profile, args.out, args.results, args.data_root, device,
-                           progress=not args.no_progress, tables=tables)
+                           progress=not args.no_progress, tables=tables, init_checkpoints=init,
+                           pretrained_backbone=args.pretrained_backbone)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.rows import TableRecord
 from bench.store import ResultStore, SchemaError, atomic_write_text
@@ -29,8 +29,12 @@ from bench.tables.paper import TABLE_METRICS, paper_row
 from bench.tables.profiles import Profile, get_profile
 from bench.tables.sweeps import SWEEPS, SweepRow, TableSweep
 
+if TYPE_CHECKING:
+    from wcc.train.staged import FirstStageInit
+
 __all__ = ["RowJob", "RunSpec", "prepare_run", "run_row", "row_bops", "write_csvs", "format_table",
-           "CSV_COLUMNS", "CorruptRecordError", "DataError", "check_run_data", "preflight", "jobs_for", "data_source"]
+           "CSV_COLUMNS", "CorruptRecordError", "DataError", "check_run_data", "preflight", "jobs_for", "data_source",
+           "file_ref"]
 
 CSV_COLUMNS = {
     "cityscapes": ["precision", "shrinkage", "bops_paper", "bops", "miou_paper", "miou", "data"],
@@ -57,6 +61,16 @@ class RunSpec:
     device: str
     run_id: str
     progress: bool = True
+    # table -> a full-precision checkpoint its FP32 row evaluates instead of training (the
+    # paper's procedure: its FP32 Cityscapes row is VainF's checkpoint); pairs, for pickling.
+    init_checkpoints: tuple[tuple[str, str], ...] = ()
+    pretrained_backbone: str | None = None  # ImageNet MobileNetV2 weights for FP32 training
+
+    def first_stage_init(self, table: str) -> "FirstStageInit":
+        from wcc.train.staged import FirstStageInit
+
+        return FirstStageInit(checkpoint=dict(self.init_checkpoints).get(table),
+                              pretrained_backbone=self.pretrained_backbone)
 
 
 @dataclass(frozen=True)
@@ -187,8 +201,16 @@ def check_run_data(profile_name: str, out: str | Path, data_root: str | Path | N
     return f"data: every sample of {', '.join(tables)} decoded and checked"
 
 
+def file_ref(path: str | Path | None) -> dict[str, str] | None:
+    """``{"path", "sha256"}`` of a weights file, as records and run identities name it."""
+    from wcc.train.checkpoint import file_sha256
+
+    return None if path is None else {"path": str(path), "sha256": file_sha256(path)}
+
+
 def prepare_run(profile_name: str, out: str | Path, results: str | Path, data_root: str | Path | None,
-                device: str, progress: bool = True, tables: list[str] | None = None) -> RunSpec:
+                device: str, progress: bool = True, tables: list[str] | None = None,
+                init_checkpoints: dict[str, str] | None = None, pretrained_backbone: str | None = None) -> RunSpec:
     """Resolve the run (reusing ``out/run.json`` when resuming), get the data ready and check it.
 
     Synthetic profiles generate SynthStreets on first use. Then every image and label of every
@@ -200,11 +222,18 @@ def prepare_run(profile_name: str, out: str | Path, results: str | Path, data_ro
     tables = list(tables or SWEEPS)
     _check_data_args(profile, profile_name, data_root)
     run_file = out / "run.json"
-    identity = {"profile": profile_name, "data_root": str(data_root) if data_root else None}
+    init_checkpoints = dict(init_checkpoints or {})
+    # The starting weights are part of the run's identity (by content): resuming a run with
+    # other weights would mix rows of two different starts.
+    identity = {"profile": profile_name, "data_root": str(data_root) if data_root else None,
+                "init_checkpoints": {t: file_ref(p) for t, p in sorted(init_checkpoints.items())},
+                "pretrained_backbone": file_ref(pretrained_backbone)}
     if run_file.is_file():
         prev = json.loads(run_file.read_text())
-        if {k: prev.get(k) for k in identity} != identity:
-            raise DataError(f"{out} holds a run of {({k: prev.get(k) for k in identity})}, not {identity}; "
+        # Runs written before the starting weights were part of the identity started from scratch.
+        before = {k: prev.get(k, {} if k == "init_checkpoints" else None) for k in identity}
+        if before != identity:
+            raise DataError(f"{out} holds a run of {before}, not {identity}; "
                             f"use another --out to start a new run")
         run_id = prev["run_id"]
     else:
@@ -218,7 +247,7 @@ def prepare_run(profile_name: str, out: str | Path, results: str | Path, data_ro
         run_id = (f"{profile_name}-{stamp}-{(commit or 'nogit')[:8]}{'-dirty' if dirty else ''}"
                   f"-{secrets.token_hex(4)}")
     spec = RunSpec(profile_name, str(out), str(results), str(data_root) if data_root else None, device, run_id,
-                   progress)
+                   progress, tuple(sorted(init_checkpoints.items())), pretrained_backbone)
     if profile.data == "synthetic":
         from wcc.data.synthetic import ensure_synthstreets
 
@@ -289,7 +318,8 @@ def run_row(job: RowJob) -> dict[str, Any]:
     train, _, tf, evaluate = _datasets(profile, job.table, spec)
     result = run_stage(row.stage, arch=sweep.arch, recipe=profile.recipes[job.table], train_set=train,
                        train_transform=tf, evaluate=evaluate, workdir=Path(spec.out) / "work" / job.table,
-                       keep_fp=paper_keep_fp, device=spec.device, progress=spec.progress)
+                       keep_fp=paper_keep_fp, device=spec.device, progress=spec.progress,
+                       init=spec.first_stage_init(job.table))
     b = row_bops(job.table, job.row_id)
     published = paper_row(job.table, row.precision, row.shrinkage)
     metrics = _clean(result.metrics)
@@ -315,6 +345,9 @@ def run_row(job: RowJob) -> dict[str, Any]:
         train_time_s=result.train_time_s,
         eval_time_s=result.eval_time_s,
         device=spec.device,
+        init_checkpoint=file_ref(spec.first_stage_init(job.table).checkpoint),
+        pretrained_backbone=file_ref(spec.pretrained_backbone),
+        procedure="staged",
     ).to_dict())
     store.write("tables", job.record_name, record)
     return record
