@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("bench.info", "versions, backends and the device probes of this machine"),
     "timing": ("bench.timing.cli", "layer and model timing (WCC vs dense) with device probes, into the results store"),
     "tables": ("bench.tables.cli", "rebuild the paper's Cityscapes and KITTI tables (train, evaluate, compare)"),
+    "evaluate": ("bench.tables.evaluate", "evaluate one checkpoint (VainF's, or a stage's), optionally converted "
+                                          "with no fine-tuning, into a results record"),
     "report": ("bench.report.cli", "versioned HTML reports (tables, plots, regressions) from the results store"),
     "compare": ("bench.report.compare", "improved / regressed / unchanged between two results; exit 1 on a regression"),
 }

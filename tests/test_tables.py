@@ -121,14 +121,23 @@ def test_dry_run_and_help():
     assert res.returncode == 0 and "--data-root" in res.stdout and "Resumable" in res.stdout
 
 
-def test_init_checkpoint_flag_checks_and_records(tmp_path):
+def test_init_checkpoint_flag_checks_records_and_evaluate(tmp_path, capsys):
+    """--init-checkpoint: checked before any work, the FP32 row is the file (recorded with its hash),
+    and bench evaluate reproduces the run's numbers from the same files. In-process (fast)."""
     import torch
 
+    from bench.cli import main
     from wcc.models import deeplabv3plus_mobilenetv2, depth_mobilenetv2
+    from wcc.train.checkpoint import file_sha256
 
     torch.save({"model_state": depth_mobilenetv2().state_dict()}, tmp_path / "depth.pth")
     torch.save(deeplabv3plus_mobilenetv2().state_dict(), tmp_path / "seg.pth")
-    common = ("--profile", "smoke", "--out", str(tmp_path / "o"), "--results", str(tmp_path / "r"))
+    common = ["--profile", "smoke", "--no-progress", "--out", str(tmp_path / "o"), "--tables", "kitti"]
+
+    def tables(*args):
+        rc = main(["tables", *common, "--results", str(tmp_path / "r"), *args])
+        return rc, capsys.readouterr()
+
     for args, message in [
         (("--init-checkpoint", "kitti"), "expected TABLE=PATH"),
         (("--init-checkpoint", f"coco={tmp_path / 'depth.pth'}"), "not one of the run's tables"),
@@ -136,22 +145,41 @@ def test_init_checkpoint_flag_checks_and_records(tmp_path):
         (("--init-checkpoint", f"kitti={tmp_path / 'seg.pth'}"), "first mismatching key"),
         (("--pretrained-backbone", str(tmp_path / "nope.pth")), "--pretrained-backbone"),
     ]:
-        res = _cli(*common, "--tables", "kitti", *args, timeout=120)
-        assert res.returncode == 2 and message in res.stderr and "--" in res.stderr, (args, res.stderr)
+        rc, cap = tables(*args)
+        assert rc == 2 and message in cap.err and args[0] in cap.err, (args, cap.err)
     assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
-    res = _cli(*common, "--tables", "kitti", "--init-checkpoint", f"kitti={tmp_path / 'depth.pth'}", "--dry-run")
-    assert res.returncode == 0 and "(evaluated)" in res.stdout, res.stderr
+    init = f"kitti={tmp_path / 'depth.pth'}"
+    rc, cap = tables("--init-checkpoint", init, "--dry-run")
+    assert rc == 0 and "(evaluated)" in cap.out, cap.err
 
     # A real smoke run of the KITTI table: the FP32 row is the file, recorded with its hash.
-    res = _cli(*common, "--tables", "kitti", "--init-checkpoint", f"kitti={tmp_path / 'depth.pth'}", timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    rc, cap = tables("--init-checkpoint", init)
+    assert rc == 0, cap.err[-3000:]
     recs = {r["row"]["id"]: r for _, r in ResultStore(tmp_path / "r").records("tables")}
-    from wcc.train.checkpoint import file_sha256
-
     ref = {"path": str(tmp_path / "depth.pth"), "sha256": file_sha256(tmp_path / "depth.pth")}
     assert recs["fp32"]["train_time_s"] == 0 and recs["fp32"]["init_checkpoint"] == ref
     assert all(r["init_checkpoint"] == ref and r["procedure"] == "staged" for r in recs.values())
     assert recs["q8_8"]["train_time_s"] > 0
-    # Resuming the run with another start is refused.
-    res = _cli(*common, "--tables", "kitti", timeout=120)
-    assert res.returncode == 2 and "init_checkpoints" in res.stderr
+    rc, cap = tables()  # resuming the run with another start is refused
+    assert rc == 2 and "init_checkpoints" in cap.err
+
+    # bench evaluate on the same data: a stage checkpoint and the start file give the run's numbers.
+    def evaluate(*args):
+        rc = main(["evaluate", "--no-progress", "--table", "kitti", "--profile", "smoke", "--out", str(tmp_path / "o"),
+                   "--results", str(tmp_path / "e"), *args])
+        return rc, capsys.readouterr()
+
+    stage = tmp_path / "o" / "work" / "kitti" / "wcc25" / "final.pt"
+    for ckpt in (stage, tmp_path / "depth.pth"):
+        rc, cap = evaluate("--checkpoint", str(ckpt))
+        assert rc == 0, cap.err[-3000:]
+    evaluated = {r["row"]["id"]: r for _, r in ResultStore(tmp_path / "e").records("tables")}
+    for row in ("wcc25", "fp32"):
+        assert evaluated[row]["procedure"] == "evaluated" and evaluated[row]["profile"] == "evaluate"
+        assert evaluated[row]["metrics"] == pytest.approx(recs[row]["metrics"], rel=1e-6, nan_ok=True)
+    rc, cap = evaluate("--checkpoint", str(tmp_path / "depth.pth"), "--precision", "8/2")
+    assert rc == 0 and "post-training" in cap.out, cap.err[-3000:]
+    rc, cap = evaluate("--checkpoint", str(stage), "--precision", "8/8")
+    assert rc == 2 and "already converted" in cap.err
+    rc, cap = evaluate("--checkpoint", str(tmp_path / "seg.pth"))
+    assert rc == 2 and "--checkpoint" in cap.err and "first mismatching key" in cap.err

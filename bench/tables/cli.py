@@ -92,7 +92,8 @@ def _weights_errors(init: dict[str, str], backbone: str | None, tables: list[str
     return errors
 
 
-def _device(name: str) -> str:
+def device_for(name: str) -> str:
+    """``--device`` resolved: ``auto`` is cuda when available, else cpu."""
     import torch
 
     if name == "auto":
@@ -102,7 +103,7 @@ def _device(name: str) -> str:
     return name
 
 
-def _path_and_device_errors(args: argparse.Namespace) -> list[str]:
+def path_and_device_errors(args: argparse.Namespace) -> list[str]:
     """--out, --results, --data-root and --device, checked before any data is generated or read."""
     import torch
 
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         arg_errors.append(f"--gpus-per-job must be >= 0, got {args.gpus_per_job}")
     if args.timeout_min < 1:
         arg_errors.append(f"--timeout-min must be >= 1, got {args.timeout_min}")
-    arg_errors += _path_and_device_errors(args)
+    arg_errors += path_and_device_errors(args)
     init, init_errors = init_checkpoint_args(args.init_checkpoint, tables)
     arg_errors += init_errors
     if not arg_errors:
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         for msg in arg_errors:
             print(f"error: {msg}", file=sys.stderr)
         return 2
-    device = _device(args.device)
+    device = device_for(args.device)
     if args.dry_run:
         from bench.tables.run import DataError, check_run_data
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RowJob", "RunSpec", "prepare_run", "run_row", "row_bops", "write_csvs", "format_table",
            "CSV_COLUMNS", "CorruptRecordError", "DataError", "check_run_data", "preflight", "jobs_for", "data_source",
-           "file_ref"]
+           "file_ref", "evaluator", "record_metrics"]
 
 CSV_COLUMNS = {
     "cityscapes": ["precision", "shrinkage", "bops_paper", "bops", "miou_paper", "miou", "data"],
@@ -119,8 +119,11 @@ def data_source(profile: Profile, table: str, spec: RunSpec) -> str:
     return f"KITTI {profile.kitti_eval_split} ({spec.data_root}/kitti)"
 
 
-def _datasets(profile: Profile, table: str, spec: RunSpec):
-    """(raw train set, eval set, train transform, evaluate(model) -> metrics)."""
+def _datasets(profile: Profile, table: str, spec: RunSpec, eval_size: tuple[int, int] | None = None):
+    """(raw train set, eval set, train transform, evaluate(model) -> metrics).
+
+    ``eval_size`` (H, W) overrides the profile's evaluation size (``bench evaluate --eval-size``).
+    """
     from functools import partial
 
     from wcc.data import CityscapesSegmentation, KittiDepth
@@ -131,7 +134,7 @@ def _datasets(profile: Profile, table: str, spec: RunSpec):
     root = _data_roots(profile, spec)[table]
     train: Any
     val: Any
-    eval_size = (profile.eval_size or {}).get(table)
+    eval_size = eval_size or (profile.eval_size or {}).get(table)
     raw = Compose([])  # training samples stay in [0, 1]; the train transform augments + normalises
     progress = spec.progress
     if table == "cityscapes":
@@ -293,6 +296,39 @@ def _clean(metrics: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
+def record_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """An evaluation's metrics as a record stores them: finite numbers or null, per-class IoU
+    flattened to ``iou_<class>`` (kept for the report)."""
+    out = _clean(metrics)
+    if "iou" in metrics:
+        out.update({f"iou_{k}": v for k, v in _clean(dict(metrics["iou"])).items()})
+    return out
+
+
+def evaluator(profile_name: str, table: str, out: str | Path, data_root: str | Path | None, device: str,
+              eval_size: tuple[int, int] | None = None, progress: bool = True) -> tuple[Any, str]:
+    """``(evaluate(model) -> metrics, data source label)`` for one table's evaluation split.
+
+    The data is a profile's, as for ``bench tables``: SynthStreets under ``out/data`` (generated
+    when missing, so ``--out`` of a tables run reuses its data) or real data under
+    ``data_root``. The split is decoded and checked first (:class:`DataError`).
+    """
+    profile = get_profile(profile_name)
+    _check_data_args(profile, profile_name, data_root)
+    spec = RunSpec(profile_name, str(out), "", str(data_root) if data_root else None, device, "evaluate", progress)
+    if profile.data == "synthetic":
+        from wcc.data.synthetic import ensure_synthstreets
+
+        ensure_synthstreets(_synth_root(spec.out), num=profile.synth_num, size=profile.synth_size,
+                            val_fraction=profile.synth_val_fraction, progress=progress)
+    preflight(profile, spec, [table])
+    _, _, _, evaluate = _datasets(profile, table, spec, eval_size)
+    source = data_source(profile, table, spec)
+    if eval_size is not None:
+        source += f", evaluated at {eval_size[0]}x{eval_size[1]}"
+    return evaluate, source
+
+
 def run_row(job: RowJob) -> dict[str, Any]:
     """Train/fine-tune + evaluate one row (or reuse it when finished); write and return its record."""
     from wcc.models import paper_keep_fp
@@ -322,9 +358,7 @@ def run_row(job: RowJob) -> dict[str, Any]:
                        init=spec.first_stage_init(job.table))
     b = row_bops(job.table, job.row_id)
     published = paper_row(job.table, row.precision, row.shrinkage)
-    metrics = _clean(result.metrics)
-    if "iou" in result.metrics:  # per-class IoU, kept for the report
-        metrics.update({f"iou_{k}": v for k, v in _clean(dict(result.metrics["iou"])).items()})
+    metrics = record_metrics(result.metrics)
     record = store.new_record("tables", **TableRecord(
         table=sweep.table,
         row={"id": row.id, "precision": row.precision, "shrinkage": row.shrinkage, "parent": row.stage.parent},
