@@ -126,6 +126,7 @@ def _accuracy_section(cur: Results, upto_tables: pd.DataFrame, flagged: pd.DataF
             "synthetic": synthetic, "machine": cur.machines.get(machine, machine),
             "published": "Cityscapes val" if table == "cityscapes" else "KITTI (Eigen split)",
             "html": sections.accuracy_table(grp, f"acc{i}"),
+            "start": sections.table_start(grp),
         })
     figures = []
     img = folder / "img"

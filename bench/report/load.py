@@ -200,7 +200,9 @@ def _table_rows(base: dict[str, Any], rec: dict[str, Any]) -> list[dict[str, Any
            "device": rec.get("device"), "keep_ratio": cfg.get("keep_ratio"), "act_bits": cfg.get("act_bits"),
            "weight_bits": cfg.get("weight_bits"), "levels": cfg.get("levels"), "config_kind": cfg.get("kind"),
            "bops": rec["bops"], "bops_paper": rec["bops_paper"], "bops_convention": rec.get("bops_convention"),
-           "metrics": dict(rec["metrics"]), "metrics_paper": dict(rec.get("metrics_paper") or {})}
+           "metrics": dict(rec["metrics"]), "metrics_paper": dict(rec.get("metrics_paper") or {}),
+           "init_checkpoint": rec.get("init_checkpoint"), "pretrained_backbone": rec.get("pretrained_backbone"),
+           "procedure": rec.get("procedure"), "eval_size": rec.get("eval_size")}
     return [row]
 
 
@@ -246,7 +248,8 @@ def _pbench_rows(base: dict[str, Any], rec: dict[str, Any], path: Path) -> pd.Da
 _COLUMNS = {
     "tables": ["table", "row_id", "precision", "shrinkage", "data", "synthetic", "profile", "run_id", "device",
                "keep_ratio", "act_bits", "weight_bits", "levels", "config_kind", "bops", "bops_paper",
-               "bops_convention", "metrics", "metrics_paper"],
+               "bops_convention", "metrics", "metrics_paper", "init_checkpoint", "pretrained_backbone", "procedure",
+               "eval_size"],
     "layer": ["source", "device", *report_columns(LayerRow)],
     "model": ["source", "device", *report_columns(ModelRow)],
     "pbench": ["source", "name", "case", "op", "backend", "median_s", "iqr_s", "samples", "n_samples", "ratio_to_dense",
