@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tables": ("bench.tables.cli", "rebuild the paper's Cityscapes and KITTI tables (train, evaluate, compare)"),
     "evaluate": ("bench.tables.evaluate", "evaluate one checkpoint (VainF's, or a stage's), optionally converted "
                                           "with no fine-tuning, into a results record"),
+    "pretrain": ("bench.tables.pretrain", "the SynthStreets FP32 checkpoint a table's rows start from (fixed seed, "
+                                          "recipe, commit and sha256 recorded)"),
     "report": ("bench.report.cli", "versioned HTML reports (tables, plots, regressions) from the results store"),
     "compare": ("bench.report.compare", "improved / regressed / unchanged between two results; exit 1 on a regression"),
 }

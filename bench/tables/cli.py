@@ -15,9 +15,11 @@ def configure(p: argparse.ArgumentParser) -> None:
         "the paper's numbers side by side. Resumable: rerun the same command (same --out) after an "
         "interruption; finished rows are reused, a row in progress continues from its last checkpoint."
     )
-    p.add_argument("--profile", default="synthetic", choices=["smoke", "synthetic", "paper"],
-                   help="smoke: minutes, numbers meaningless; synthetic (default): SynthStreets on CPU, "
-                        "~20 min; paper: real data from --data-root with the published recipes (GPU)")
+    p.add_argument("--profile", default="synthetic", choices=["smoke", "synthetic", "synthetic-256", "paper"],
+                   help="smoke: minutes, numbers meaningless; synthetic (default): SynthStreets 96x192 on CPU, "
+                        "~20 min; synthetic-256: SynthStreets 256x512, FP32 rows from a SynthStreets checkpoint "
+                        "built once by bench pretrain (cached under OUT/pretrain); paper: real data from "
+                        "--data-root with the published recipes (GPU)")
     p.add_argument("--out", default="out/tables", help="run folder: data, checkpoints, CSVs (default: %(default)s)")
     p.add_argument("--results", default="results", help="results store root (default: %(default)s)")
     p.add_argument("--data-root", default=None,
@@ -143,8 +145,10 @@ def _plan(tables: list[str], profile_name: str, init: dict[str, str] | None = No
             first = r.stage.parent is None
             cfg = r.stage.config.to_dict() if r.stage.config else {"kind": "FP32"}
             cfg_s = ", ".join(f"{k}={v}" for k, v in cfg.items() if k not in ("backend",))
-            start = r.stage.parent or (f"{init[t]} (evaluated)" if t in init else "(scratch)")
-            steps = (0 if t in init else rec.steps) if first else rec.finetune_steps
+            pre = (prof.pretrain_steps or {}).get(t)
+            start = r.stage.parent or (f"{init[t]} (evaluated)" if t in init else
+                                       f"bench pretrain, {pre} steps (evaluated)" if pre else "(scratch)")
+            steps = (0 if t in init or pre else rec.steps) if first else rec.finetune_steps
             rows.append([t, r.id, r.precision, r.shrinkage, start, cfg_s, steps])
     head = f"profile {prof.name}: {prof.description}"
     return head + "\n\n" + tabulate(rows, headers=["table", "row", "precision", "shrinkage", "from", "config", "steps"],
@@ -193,6 +197,15 @@ def run(args: argparse.Namespace) -> int:
     from bench.tables.run import CorruptRecordError, DataError, format_table, jobs_for, prepare_run, write_csvs
 
     t0 = time.perf_counter()
+    from bench.tables.profiles import get_profile
+
+    if get_profile(args.profile).pretrain_steps:
+        # The paper's procedure: the FP32 rows start from a trained checkpoint (built once, cached).
+        from bench.tables.pretrain import ensure_pretrain
+
+        for t in tables:
+            if t not in init:
+                init[t] = str(ensure_pretrain(args.profile, t, args.out, device, progress=not args.no_progress))
     try:
         spec = prepare_run(args.profile, args.out, args.results, args.data_root, device,
                            progress=not args.no_progress, tables=tables, init_checkpoints=init,

@@ -43,7 +43,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="with WCC: 50%%, 25%% or 12.5%% (implies --precision 8/8)")
     p.add_argument("--data-root", default=None,
                    help="real data: a folder holding cityscapes/ and kitti/ (default: SynthStreets under --out)")
-    p.add_argument("--profile", default=None, choices=["smoke", "synthetic", "paper"],
+    p.add_argument("--profile", default=None, choices=["smoke", "synthetic", "synthetic-256", "paper"],
                    help="whose data and evaluation size (default: paper with --data-root, else synthetic)")
     p.add_argument("--eval-size", type=parse_size, default=None, metavar="HxW",
                    help="resize the evaluation images to HxW (default: the profile's size)")

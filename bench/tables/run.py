@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RowJob", "RunSpec", "prepare_run", "run_row", "row_bops", "write_csvs", "format_table",
            "CSV_COLUMNS", "CorruptRecordError", "DataError", "check_run_data", "preflight", "jobs_for", "data_source",
-           "file_ref", "evaluator", "record_metrics"]
+           "file_ref", "evaluator", "record_metrics", "table_data", "TableData"]
 
 CSV_COLUMNS = {
     "cityscapes": ["precision", "shrinkage", "bops_paper", "bops", "miou_paper", "miou", "data"],
@@ -307,11 +307,28 @@ def record_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
 
 def evaluator(profile_name: str, table: str, out: str | Path, data_root: str | Path | None, device: str,
               eval_size: tuple[int, int] | None = None, progress: bool = True) -> tuple[Any, str]:
-    """``(evaluate(model) -> metrics, data source label)`` for one table's evaluation split.
+    """``(evaluate(model) -> metrics, data source label)`` for one table's evaluation split."""
+    data = table_data(profile_name, table, out, data_root, device, eval_size, progress)
+    return data.evaluate, data.source
 
-    The data is a profile's, as for ``bench tables``: SynthStreets under ``out/data`` (generated
-    when missing, so ``--out`` of a tables run reuses its data) or real data under
-    ``data_root``. The split is decoded and checked first (:class:`DataError`).
+
+@dataclass(frozen=True)
+class TableData:
+    """One table's data for a profile: raw train set, its train transform, ``evaluate(model)``."""
+
+    train: Any
+    train_transform: Any
+    evaluate: Any
+    source: str
+
+
+def table_data(profile_name: str, table: str, out: str | Path, data_root: str | Path | None, device: str,
+               eval_size: tuple[int, int] | None = None, progress: bool = True) -> TableData:
+    """A table's data as ``bench tables`` uses it, for ``bench evaluate`` and ``bench pretrain``.
+
+    SynthStreets under ``out/data`` (generated when missing, so ``--out`` of a tables run reuses
+    its data) or real data under ``data_root``. Every sample is decoded and checked first
+    (:class:`DataError`).
     """
     profile = get_profile(profile_name)
     _check_data_args(profile, profile_name, data_root)
@@ -322,11 +339,11 @@ def evaluator(profile_name: str, table: str, out: str | Path, data_root: str | P
         ensure_synthstreets(_synth_root(spec.out), num=profile.synth_num, size=profile.synth_size,
                             val_fraction=profile.synth_val_fraction, progress=progress)
     preflight(profile, spec, [table])
-    _, _, _, evaluate = _datasets(profile, table, spec, eval_size)
+    train, _, tf, evaluate = _datasets(profile, table, spec, eval_size)
     source = data_source(profile, table, spec)
     if eval_size is not None:
         source += f", evaluated at {eval_size[0]}x{eval_size[1]}"
-    return evaluate, source
+    return TableData(train, tf, evaluate, source)
 
 
 def run_row(job: RowJob) -> dict[str, Any]:

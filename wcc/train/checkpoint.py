@@ -45,8 +45,11 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     os.close(fd)
     try:
         os.chmod(tmp, umask_mode())
-        torch.save({"format": FORMAT, **state}, tmp)
-        with open(tmp, "rb") as f:
+        # Saved through a file object: torch then names the archive "archive" instead of after
+        # the random temporary file, so equal states give byte-identical files (equal sha256).
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
