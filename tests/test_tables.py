@@ -183,3 +183,23 @@ def test_init_checkpoint_flag_checks_records_and_evaluate(tmp_path, capsys):
     assert rc == 2 and "already converted" in cap.err
     rc, cap = evaluate("--checkpoint", str(tmp_path / "seg.pth"))
     assert rc == 2 and "--checkpoint" in cap.err and "first mismatching key" in cap.err
+
+
+def test_pretrain_is_reproducible_and_loads_as_a_checkpoint(tmp_path, capsys):
+    from bench.cli import main
+    from wcc.models import depth_mobilenetv2
+    from wcc.train.checkpoint import file_sha256
+
+    args = ["pretrain", "--profile", "smoke", "--tables", "kitti", "--steps", "2", "--out", str(tmp_path),
+            "--no-progress"]
+    assert main(args) == 0
+    path = tmp_path / "pretrain" / "smoke-kitti-fp32.pt"
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["sha256"] == file_sha256(path) and side["seed"] == 0 and side["steps"] == 2
+    assert side["recipe"]["steps"] == 2 and "commit" in side and side["dtype"] == "float16"
+    assert main(args) == 0 and "exists" in capsys.readouterr().out  # cached
+    assert main([*args, "--force"]) == 0  # rebuilt from step 0: the same bytes
+    assert file_sha256(path) == side["sha256"]
+    model = depth_mobilenetv2(checkpoint=path)  # VainF-style {"model_state": ...}, fp16 weights
+    assert model.decoder.pred.weight.dtype.is_floating_point
+    assert main([*args[:-1], "--profile", "paper"]) == 2
