@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                           "with no fine-tuning, into a results record"),
     "pretrain": ("bench.tables.pretrain", "the SynthStreets FP32 checkpoint a table's rows start from (fixed seed, "
                                           "recipe, commit and sha256 recorded)"),
+    "ablation-resolution": ("bench.tables.ablation", "one tables run's 8/8 and WCC rows evaluated at several image "
+                                                    "sizes: how WCC's drop depends on feature-map size"),
     "report": ("bench.report.cli", "versioned HTML reports (tables, plots, regressions) from the results store"),
     "compare": ("bench.report.compare", "improved / regressed / unchanged between two results; exit 1 on a regression"),
 }

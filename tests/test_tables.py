@@ -203,3 +203,40 @@ def test_pretrain_is_reproducible_and_loads_as_a_checkpoint(tmp_path, capsys):
     model = depth_mobilenetv2(checkpoint=path)  # VainF-style {"model_state": ...}, fp16 weights
     assert model.decoder.pred.weight.dtype.is_floating_point
     assert main([*args[:-1], "--profile", "paper"]) == 2
+
+
+def test_resolution_ablation_record_and_report_plot(tmp_path, capsys):
+    """The ablation on stage checkpoints made here (converted, untrained: fast), then the report plot."""
+    from bench.cli import main
+    from bench.report.build import build_reports
+    from bench.tables.sweeps import SWEEPS
+    from wcc import convert
+    from wcc.models import paper_keep_fp
+    from wcc.train.checkpoint import build_model, save_checkpoint
+
+    sweep = SWEEPS["kitti"]
+    model = build_model(sweep.arch)
+    conversions = []
+    for row_id in ("q8_8", "wcc50", "wcc25", "wcc12"):
+        cfg = sweep.row(row_id).stage.config
+        convert(model, cfg, keep_fp=paper_keep_fp(model))
+        conversions.append({"config": cfg.to_dict(), "keep_fp": paper_keep_fp(model)})
+        save_checkpoint(tmp_path / "run" / "work" / "kitti" / row_id / "final.pt",
+                        {"stage": row_id, "arch": sweep.arch, "conversions": list(conversions),
+                         "model": model.state_dict()})
+    args = ["ablation-resolution", "--run", str(tmp_path / "run"), "--table", "kitti", "--sizes", "32x64,64x128",
+            "--scenes", "2", "--results", str(tmp_path / "res"), "--no-progress"]
+    assert main([*args, "--sizes", "8x8"]) == 2 and "--sizes" in capsys.readouterr().err
+    assert main([*args, "--run", str(tmp_path / "nowhere")]) == 2
+    assert "no finished kitti rows" in capsys.readouterr().err
+    assert main(args) == 0
+    records = list((tmp_path / "res" / "ablation").glob("*.json"))
+    assert len(records) == 1
+    rec = json.loads(records[0].read_text())
+    assert {tuple(r["eval_size"]) for r in rec["rows"]} == {(32, 64), (64, 128)} and len(rec["rows"]) == 8
+    for r in rec["rows"]:
+        assert r["feature_map"] == [-(-r["eval_size"][0] // 32), -(-r["eval_size"][1] // 32)]
+        if r["row_id"] == "q8_8":
+            assert r["drop_vs_q8_8"]["abs_rel"] == 0
+    build_reports(tmp_path / "res", tmp_path / "reports")
+    assert list((tmp_path / "reports").rglob("resolution_ablation_kitti.png"))

@@ -33,13 +33,14 @@ from bench.rows import LayerRow, ModelRow, TableRecord, report_columns, required
 
 __all__ = ["Results", "LoadError", "load_results", "record_files", "version_of", "machine_of", "KINDS"]
 
-KINDS = ("tables", "timing", "pytest-benchmark")
+KINDS = ("tables", "timing", "pytest-benchmark", "ablation")
 _SCHEMA_RE = re.compile(r"^wcc-bench/([a-z-]+)/v1$")
 # Fields the loader reads, per kind (top level; rows are checked in the row readers).
 _REQUIRED = {
     "tables": ("environment", "created", *required_report_fields(TableRecord)),
     "timing": ("environment", "created", "name", "device", "layer_rows", "model_rows"),
     "pytest-benchmark": ("environment", "created", "benchmarks"),
+    "ablation": ("environment", "created", "study", "table", "rows"),
 }
 # Timing rows: the columns and the fields every row must have come from the typed rows (bench.rows).
 _LAYER_FIELDS = tuple(required_report_fields(LayerRow))
@@ -284,6 +285,8 @@ def _record_frames(path: Path, kind: str, rec: dict[str, Any]) -> tuple[dict[str
                "device": rec.get("device"), "_label": label}
         if kind == "tables":
             frames = [("tables", pd.DataFrame(_table_rows(base, rec)))]
+        elif kind == "ablation":  # no frame: the report reads the latest record itself (its path is in records)
+            frames = []
         elif kind == "timing":
             frames = [("layer", _layer_rows(base, rec, path)), ("model", _model_rows(base, rec, path))]
         else:

@@ -105,7 +105,8 @@ def build_pretrain(profile_name: str, table: str, out: str | Path, device: str, 
     # data give the same bytes (the same sha256) on a machine with deterministic kernels.
     save_checkpoint(path, {"model_state": state, **meta})
     side = {**meta, "file": path.name, "sha256": file_sha256(path), "train_time_s": result.train_time_s,
-            "eval_time_s": result.eval_time_s, "device": device, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "eval_time_s": result.eval_time_s, "device": device,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     from bench.store import atomic_write_text
 
     atomic_write_text(path.with_suffix(".json"), json.dumps(side, indent=2) + "\n")
