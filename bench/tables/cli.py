@@ -174,6 +174,12 @@ def run(args: argparse.Namespace) -> int:
     arg_errors += path_and_device_errors(args)
     init, init_errors = init_checkpoint_args(args.init_checkpoint, tables)
     arg_errors += init_errors
+    from bench.tables.profiles import get_profile
+
+    if args.pretrained_backbone and get_profile(args.profile).pretrain_steps and set(tables) - set(init):
+        arg_errors.append(f"--pretrained-backbone: profile {args.profile} starts its FP32 rows from bench pretrain "
+                          f"checkpoints, not from training in the run; use a profile that trains FP32 (synthetic, "
+                          f"paper) or give --init-checkpoint for every table")
     if not arg_errors:
         arg_errors += _weights_errors(init, args.pretrained_backbone, tables)
     if arg_errors:
@@ -197,8 +203,6 @@ def run(args: argparse.Namespace) -> int:
     from bench.tables.run import CorruptRecordError, DataError, format_table, jobs_for, prepare_run, write_csvs
 
     t0 = time.perf_counter()
-    from bench.tables.profiles import get_profile
-
     if get_profile(args.profile).pretrain_steps:
         # The paper's procedure: the FP32 rows start from a trained checkpoint (built once, cached).
         from bench.tables.pretrain import ensure_pretrain
