@@ -16,6 +16,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("bench.info", "versions, backends and the device probes of this machine"),
     "timing": ("bench.timing.cli", "layer and model timing (WCC vs dense) with device probes, into the results store"),
     "tables": ("bench.tables.cli", "rebuild the paper's Cityscapes and KITTI tables (train, evaluate, compare)"),
+    "evaluate": ("bench.tables.evaluate", "evaluate one checkpoint (VainF's, or a stage's), optionally converted "
+                                          "with no fine-tuning, into a results record"),
+    "pretrain": ("bench.tables.pretrain", "the SynthStreets FP32 checkpoint a table's rows start from (fixed seed, "
+                                          "recipe, commit and sha256 recorded)"),
+    "ablation-resolution": ("bench.tables.ablation", "one tables run's 8/8 and WCC rows evaluated at several image "
+                                                    "sizes: how WCC's drop depends on feature-map size"),
     "report": ("bench.report.cli", "versioned HTML reports (tables, plots, regressions) from the results store"),
     "compare": ("bench.report.compare", "improved / regressed / unchanged between two results; exit 1 on a regression"),
     "ab": ("bench.timing.ab", "time two git revisions against each other, rounds alternated A B A B; exit 1 on a "

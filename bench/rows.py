@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 __all__ = [
-    "TimedRow", "LayerRow", "ModelRow", "TableRecord", "DTYPES", "LAYER_OPS", "RUNTIME_OPS", "DIRECTIONS", "row_schema",
+    "TimedRow", "LayerRow", "ModelRow", "TableRecord", "ResolutionRow",
+    "DTYPES", "LAYER_OPS", "RUNTIME_OPS", "DIRECTIONS", "row_schema",
     "report_columns", "required_report_fields", "check_one_of", "identity_type", "key_fields", "CONTEXT",
     "LayerKey", "ModelKey", "AccuracyKey", "PytestBenchmarkKey",
 ]
@@ -160,6 +161,8 @@ def check_one_of(name: str, value: Any, choices: Any) -> None:
 
 
 _METRICS = {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
+_FILE_REF = {"type": ["object", "null"], "required": ["path", "sha256"],
+             "properties": {"path": {"type": "string"}, "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,9 +195,43 @@ class TableRecord:
     train_time_s: float | None = _f(None, required=False, report=False)
     eval_time_s: float | None = _f(None, required=False, report=False)
     device: str | None = _f(None, required=False)
+    # Where the table's FP32 row started (docs/design.md §4.1), each {"path", "sha256"} or null:
+    # a whole-model checkpoint evaluated as it is (--init-checkpoint), or ImageNet weights for
+    # the backbone (--pretrained-backbone). Every row of the table descends from that start.
+    init_checkpoint: dict[str, Any] | None = _f(None, required=False, report=False, schema=_FILE_REF)
+    pretrained_backbone: dict[str, Any] | None = _f(None, required=False, report=False, schema=_FILE_REF)
+    # "staged" (bench tables: trained or fine-tuned from the parent row), "evaluated" (bench
+    # evaluate, the checkpoint as it is) or "post-training" (bench evaluate, converted with no
+    # fine-tuning); eval_size is [H, W] of the evaluated images, null for the data's own size.
+    procedure: str | None = _f(None, required=False, schema={"enum": ["staged", "evaluated", "post-training", None]})
+    eval_size: list[int] | None = _f(None, required=False, report=False,
+                                     schema_items={"type": "integer", "minimum": 1}, minItems=2, maxItems=2)
 
     def to_dict(self) -> dict[str, Any]:
         """The record's fields as stored (plain JSON types)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolutionRow:
+    """One point of the resolution ablation (:mod:`bench.tables.ablation`): one table row's
+    checkpoint evaluated at one image size.
+
+    ``feature_map`` is ``[H, W]`` of the deepest feature map the WCC layers see (stride 16 for
+    DeepLabV3+, 32 for the depth encoder); ``drop_vs_q8_8`` each metric minus the 8/8 row's at
+    the same size (null for the 8/8 row's own missing values).
+    """
+
+    row_id: str = _f(key=True)
+    precision: str = _f()
+    shrinkage: str = _f()
+    eval_size: list[int] = _f(key=True, schema_items={"type": "integer", "minimum": 1}, minItems=2, maxItems=2)
+    feature_map: list[int] = _f(schema_items={"type": "integer", "minimum": 1}, minItems=2, maxItems=2)
+    metrics: dict[str, Any] = _f(schema=_METRICS)
+    drop_vs_q8_8: dict[str, Any] = _f(schema=_METRICS)
+    eval_time_s: float = _f(minimum=0)
+
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from bench.rows import LayerRow, ModelRow, TableRecord, row_schema
+from bench.rows import LayerRow, ModelRow, ResolutionRow, TableRecord, row_schema
 
 __all__ = ["ResultStore", "SchemaError", "StoreConflictError", "atomic_write_text", "check_record_name",
            "validate", "SCHEMAS", "schema_id"]
@@ -102,6 +102,26 @@ SCHEMAS["pytest-benchmark"] = {
         }},
     },
 }
+
+
+# ---- ablation (bench.tables.ablation): one table's rows evaluated at several image sizes ----
+SCHEMAS["ablation"] = _record_schema({
+    "type": "object",
+    "required": ["study", "table", "data", "checkpoints", "rows", "wall_time_s"],
+    "properties": {
+        "study": {"enum": ["resolution"]},
+        "table": {"enum": ["cityscapes", "kitti"]},
+        "data": {"type": "string"},
+        "synthetic": {"type": "boolean"},
+        "run_dir": {"type": ["string", "null"]},
+        "checkpoints": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["path", "sha256"],
+            "properties": {"path": {"type": "string"}, "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}},
+        "rows": {"type": "array", "items": row_schema(ResolutionRow)},
+        "wall_time_s": {"type": "number", "minimum": 0},
+        "device": {"type": ["string", "null"]},
+    },
+}, _ENV)
 
 
 def schema_id(kind: str) -> str:

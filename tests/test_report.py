@@ -475,3 +475,23 @@ def test_ten_versions_of_full_results(tmp_path: Path):
     print(f"\n10 versions of full results ({len(MACHINES)} machines) built in {elapsed:.1f} s")
     slow_rows = 58 * 2 * 3  # every shape, both directions, J = 1..3 of wcc[cpu k=0.25]
     assert summary.regressions == {v: (slow_rows + 1 if i == 6 else 0) for i, v in enumerate(labels)}
+
+
+def test_accuracy_table_shows_drops_against_each_tables_own_fp32_row():
+    from bench.report.sections import accuracy_table, table_start
+
+    group = pd.DataFrame({
+        "table": ["cityscapes"] * 3, "precision": ["FP32", "8/8", "8/8"], "shrinkage": ["---", "---", "25%"],
+        "bops_paper": [36377.0, 2273.0, 673.0], "bops": [36000.0, 2250.0, 680.0],
+        "metrics_paper": [{"miou": 0.717}, {"miou": 0.701}, {"miou": 0.620}],
+        "metrics": [{"miou": 0.650}, {"miou": 0.640}, {"miou": 0.500}],
+        "init_checkpoint": [{"path": "best.pth", "sha256": "ab" * 32}] * 3,
+        "pretrained_backbone": [None] * 3, "procedure": ["staged"] * 3,
+    })
+    html = accuracy_table(group, "t")
+    assert "mIoU drop vs FP32 published" in html and "mIoU drop vs FP32 measured" in html
+    for value in ("-0.016", "-0.097", "-0.010", "-0.150", "+0.000"):  # published / measured drops, FP32 itself
+        assert value in html, value
+    assert table_start(group) == f"FP32 = checkpoint best.pth (sha256 {'ab' * 6}), evaluated as it is"
+    group = group.drop(columns=["init_checkpoint"])
+    assert table_start(group) == "FP32 trained from random initialization"

@@ -119,3 +119,124 @@ def test_dry_run_and_help():
     assert res.returncode == 0 and "wcc12" in res.stdout and "(scratch)" in res.stdout
     res = _cli("--help")
     assert res.returncode == 0 and "--data-root" in res.stdout and "Resumable" in res.stdout
+
+
+def test_init_checkpoint_flag_checks_records_and_evaluate(tmp_path, capsys):
+    """--init-checkpoint: checked before any work, the FP32 row is the file (recorded with its hash),
+    and bench evaluate reproduces the run's numbers from the same files. In-process (fast)."""
+    import torch
+
+    from bench.cli import main
+    from wcc.models import deeplabv3plus_mobilenetv2, depth_mobilenetv2
+    from wcc.train.checkpoint import file_sha256
+
+    torch.save({"model_state": depth_mobilenetv2().state_dict()}, tmp_path / "depth.pth")
+    torch.save(deeplabv3plus_mobilenetv2().state_dict(), tmp_path / "seg.pth")
+    common = ["--profile", "smoke", "--no-progress", "--out", str(tmp_path / "o"), "--tables", "kitti"]
+
+    def tables(*args):
+        rc = main(["tables", *common, "--results", str(tmp_path / "r"), *args])
+        return rc, capsys.readouterr()
+
+    for args, message in [
+        (("--init-checkpoint", "kitti"), "expected TABLE=PATH"),
+        (("--init-checkpoint", f"coco={tmp_path / 'depth.pth'}"), "not one of the run's tables"),
+        (("--init-checkpoint", f"kitti={tmp_path / 'nope.pth'}"), "does not exist"),
+        (("--init-checkpoint", f"kitti={tmp_path / 'seg.pth'}"), "first mismatching key"),
+        (("--pretrained-backbone", str(tmp_path / "nope.pth")), "--pretrained-backbone"),
+    ]:
+        rc, cap = tables(*args)
+        assert rc == 2 and message in cap.err and args[0] in cap.err, (args, cap.err)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+    init = f"kitti={tmp_path / 'depth.pth'}"
+    rc, cap = tables("--init-checkpoint", init, "--dry-run")
+    assert rc == 0 and "(evaluated)" in cap.out, cap.err
+
+    # A real smoke run of the KITTI table: the FP32 row is the file, recorded with its hash.
+    rc, cap = tables("--init-checkpoint", init)
+    assert rc == 0, cap.err[-3000:]
+    recs = {r["row"]["id"]: r for _, r in ResultStore(tmp_path / "r").records("tables")}
+    ref = {"path": str(tmp_path / "depth.pth"), "sha256": file_sha256(tmp_path / "depth.pth")}
+    assert recs["fp32"]["train_time_s"] == 0 and recs["fp32"]["init_checkpoint"] == ref
+    assert all(r["init_checkpoint"] == ref and r["procedure"] == "staged" for r in recs.values())
+    assert recs["q8_8"]["train_time_s"] > 0
+    rc, cap = tables()  # resuming the run with another start is refused
+    assert rc == 2 and "init_checkpoints" in cap.err
+
+    # bench evaluate on the same data: a stage checkpoint and the start file give the run's numbers.
+    def evaluate(*args):
+        rc = main(["evaluate", "--no-progress", "--table", "kitti", "--profile", "smoke", "--out", str(tmp_path / "o"),
+                   "--results", str(tmp_path / "e"), *args])
+        return rc, capsys.readouterr()
+
+    stage = tmp_path / "o" / "work" / "kitti" / "wcc25" / "final.pt"
+    for ckpt in (stage, tmp_path / "depth.pth"):
+        rc, cap = evaluate("--checkpoint", str(ckpt))
+        assert rc == 0, cap.err[-3000:]
+    evaluated = {r["row"]["id"]: r for _, r in ResultStore(tmp_path / "e").records("tables")}
+    for row in ("wcc25", "fp32"):
+        assert evaluated[row]["procedure"] == "evaluated" and evaluated[row]["profile"] == "evaluate"
+        assert evaluated[row]["metrics"] == pytest.approx(recs[row]["metrics"], rel=1e-6, nan_ok=True)
+    rc, cap = evaluate("--checkpoint", str(tmp_path / "depth.pth"), "--precision", "8/2")
+    assert rc == 0 and "post-training" in cap.out, cap.err[-3000:]
+    rc, cap = evaluate("--checkpoint", str(stage), "--precision", "8/8")
+    assert rc == 2 and "already converted" in cap.err
+    rc, cap = evaluate("--checkpoint", str(tmp_path / "seg.pth"))
+    assert rc == 2 and "--checkpoint" in cap.err and "first mismatching key" in cap.err
+
+
+def test_pretrain_is_reproducible_and_loads_as_a_checkpoint(tmp_path, capsys):
+    from bench.cli import main
+    from wcc.models import depth_mobilenetv2
+    from wcc.train.checkpoint import file_sha256
+
+    args = ["pretrain", "--profile", "smoke", "--tables", "kitti", "--steps", "2", "--out", str(tmp_path),
+            "--no-progress"]
+    assert main(args) == 0
+    path = tmp_path / "pretrain" / "smoke-kitti-fp32.pt"
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["sha256"] == file_sha256(path) and side["seed"] == 0 and side["steps"] == 2
+    assert side["recipe"]["steps"] == 2 and "commit" in side and side["dtype"] == "float16"
+    assert main(args) == 0 and "exists" in capsys.readouterr().out  # cached
+    assert main([*args, "--force"]) == 0  # rebuilt from step 0: the same bytes
+    assert file_sha256(path) == side["sha256"]
+    model = depth_mobilenetv2(checkpoint=path)  # VainF-style {"model_state": ...}, fp16 weights
+    assert model.decoder.pred.weight.dtype.is_floating_point
+    assert main([*args[:-1], "--profile", "paper"]) == 2
+
+
+def test_resolution_ablation_record_and_report_plot(tmp_path, capsys):
+    """The ablation on stage checkpoints made here (converted, untrained: fast), then the report plot."""
+    from bench.cli import main
+    from bench.report.build import build_reports
+    from bench.tables.sweeps import SWEEPS
+    from wcc import convert
+    from wcc.models import paper_keep_fp
+    from wcc.train.checkpoint import build_model, save_checkpoint
+
+    sweep = SWEEPS["kitti"]
+    model = build_model(sweep.arch)
+    conversions = []
+    for row_id in ("q8_8", "wcc50", "wcc25", "wcc12"):
+        cfg = sweep.row(row_id).stage.config
+        convert(model, cfg, keep_fp=paper_keep_fp(model))
+        conversions.append({"config": cfg.to_dict(), "keep_fp": paper_keep_fp(model)})
+        save_checkpoint(tmp_path / "run" / "work" / "kitti" / row_id / "final.pt",
+                        {"stage": row_id, "arch": sweep.arch, "conversions": list(conversions),
+                         "model": model.state_dict()})
+    args = ["ablation-resolution", "--run", str(tmp_path / "run"), "--table", "kitti", "--sizes", "32x64,64x128",
+            "--scenes", "2", "--results", str(tmp_path / "res"), "--no-progress"]
+    assert main([*args, "--sizes", "8x8"]) == 2 and "--sizes" in capsys.readouterr().err
+    assert main([*args, "--run", str(tmp_path / "nowhere")]) == 2
+    assert "no finished kitti rows" in capsys.readouterr().err
+    assert main(args) == 0
+    records = list((tmp_path / "res" / "ablation").glob("*.json"))
+    assert len(records) == 1
+    rec = json.loads(records[0].read_text())
+    assert {tuple(r["eval_size"]) for r in rec["rows"]} == {(32, 64), (64, 128)} and len(rec["rows"]) == 8
+    for r in rec["rows"]:
+        assert r["feature_map"] == [-(-r["eval_size"][0] // 32), -(-r["eval_size"][1] // 32)]
+        if r["row_id"] == "q8_8":
+            assert r["drop_vs_q8_8"]["abs_rel"] == 0
+    build_reports(tmp_path / "res", tmp_path / "reports")
+    assert list((tmp_path / "reports").rglob("resolution_ablation_kitti.png"))

@@ -107,6 +107,36 @@ def test_staged_recipe_runs_resumes_and_reuses(tmp_path):
     assert again.reused and len(calls) == 3 and again.metrics == r2.metrics
 
 
+def test_first_stage_from_a_checkpoint_is_evaluated_not_trained(tmp_path):
+    from wcc.train import FirstStageInit
+
+    recipe = _recipe()
+    keep = lambda m: ["0", "3"]  # noqa: E731
+    start = toy_model()
+    torch.save({"model_state": start.state_dict()}, tmp_path / "start.pth")  # VainF's file layout
+    seen = []
+
+    def evaluate(model):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"acc": 0.5}
+
+    kw = dict(arch={"builder": "tests.test_train:toy_model"}, recipe=recipe, train_set=_Toy(),
+              train_transform=_identity, evaluate=evaluate, workdir=tmp_path / "w", keep_fp=keep, progress=False)
+    r0 = run_stage(Stage("fp32", None, None), init=FirstStageInit(checkpoint=str(tmp_path / "start.pth")), **kw)
+    assert r0.train_time_s == 0
+    for k, v in start.state_dict().items():  # evaluated exactly as given
+        assert torch.equal(seen[0][k], v), k
+    final = load_checkpoint(r0.checkpoint)
+    assert final["steps"] == 0 and final["init"]["checkpoint"] == str(tmp_path / "start.pth")
+    # The next stage fine-tunes from it (and moves away from it).
+    run_stage(Stage("q88", "fp32", QuantConfig(8, 8)), **kw)
+    assert not torch.equal(seen[1]["1.weight"], start.state_dict()["1.weight"])
+    # A converted stage's checkpoint is not a full-precision start.
+    with pytest.raises(ValueError, match="converted stage"):
+        run_stage(Stage("fp32", None, None), init=FirstStageInit(checkpoint=str(stage_paths(tmp_path / "w", "q88")[1])),
+                  **{**kw, "workdir": tmp_path / "w2"})
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "c.pt"
     save_checkpoint(path, {"x": 1})

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -126,6 +127,7 @@ def _accuracy_section(cur: Results, upto_tables: pd.DataFrame, flagged: pd.DataF
             "synthetic": synthetic, "machine": cur.machines.get(machine, machine),
             "published": "Cityscapes val" if table == "cityscapes" else "KITTI (Eigen split)",
             "html": sections.accuracy_table(grp, f"acc{i}"),
+            "start": sections.table_start(grp),
         })
     figures = []
     img = folder / "img"
@@ -134,6 +136,19 @@ def _accuracy_section(cur: Results, upto_tables: pd.DataFrame, flagged: pd.DataF
                            "Open markers: published (paper's data); filled: measured here, data source in the legend. "
                            "WCC equivalent bits = keep ratio x act bits + 1/C with C = "
                            f"{plots.REPRESENTATIVE_CHANNELS}."))
+    # The newest resolution ablation per table (docs/design.md §4.2), plotted as it was recorded.
+    paths: list[str] = []
+    if len(cur.records):
+        paths = list(cur.records[cur.records["kind"] == "ablation"].sort_values("created")["path"])
+    newest: dict[str, dict[str, Any]] = {}
+    for p in paths:
+        rec = json.loads(Path(p).read_text())
+        newest[rec["table"]] = rec
+    for table, rec in sorted(newest.items()):
+        figures.append(_figure(plots.resolution_ablation(rec, img / f"resolution_ablation_{table}.png"), folder,
+                               f"Resolution ablation - {plots.TABLE_TITLES[table]}",
+                               f"Measured on {rec['data']}: the same 8/8 and WCC checkpoints evaluated at each size; "
+                               "WCC's premise is high-resolution feature maps."))
     hist_figs = []
     history_tables = sections.latest_tables(upto_tables, per_version=True)
     # One figure per (profile, machine): a panel per table, each showing the data sources this

@@ -33,13 +33,14 @@ from bench.rows import LayerRow, ModelRow, TableRecord, report_columns, required
 
 __all__ = ["Results", "LoadError", "load_results", "record_files", "version_of", "machine_of", "KINDS"]
 
-KINDS = ("tables", "timing", "pytest-benchmark")
+KINDS = ("tables", "timing", "pytest-benchmark", "ablation")
 _SCHEMA_RE = re.compile(r"^wcc-bench/([a-z-]+)/v1$")
 # Fields the loader reads, per kind (top level; rows are checked in the row readers).
 _REQUIRED = {
     "tables": ("environment", "created", *required_report_fields(TableRecord)),
     "timing": ("environment", "created", "name", "device", "layer_rows", "model_rows"),
     "pytest-benchmark": ("environment", "created", "benchmarks"),
+    "ablation": ("environment", "created", "study", "table", "rows"),
 }
 # Timing rows: the columns and the fields every row must have come from the typed rows (bench.rows).
 _LAYER_FIELDS = tuple(required_report_fields(LayerRow))
@@ -200,7 +201,9 @@ def _table_rows(base: dict[str, Any], rec: dict[str, Any]) -> list[dict[str, Any
            "device": rec.get("device"), "keep_ratio": cfg.get("keep_ratio"), "act_bits": cfg.get("act_bits"),
            "weight_bits": cfg.get("weight_bits"), "levels": cfg.get("levels"), "config_kind": cfg.get("kind"),
            "bops": rec["bops"], "bops_paper": rec["bops_paper"], "bops_convention": rec.get("bops_convention"),
-           "metrics": dict(rec["metrics"]), "metrics_paper": dict(rec.get("metrics_paper") or {})}
+           "metrics": dict(rec["metrics"]), "metrics_paper": dict(rec.get("metrics_paper") or {}),
+           "init_checkpoint": rec.get("init_checkpoint"), "pretrained_backbone": rec.get("pretrained_backbone"),
+           "procedure": rec.get("procedure"), "eval_size": rec.get("eval_size")}
     return [row]
 
 
@@ -254,7 +257,8 @@ def _pbench_rows(base: dict[str, Any], rec: dict[str, Any], path: Path) -> pd.Da
 _COLUMNS = {
     "tables": ["table", "row_id", "precision", "shrinkage", "data", "synthetic", "profile", "run_id", "device",
                "keep_ratio", "act_bits", "weight_bits", "levels", "config_kind", "bops", "bops_paper",
-               "bops_convention", "metrics", "metrics_paper"],
+               "bops_convention", "metrics", "metrics_paper", "init_checkpoint", "pretrained_backbone", "procedure",
+               "eval_size"],
     "layer": ["source", "device", "session", *report_columns(LayerRow)],
     "model": ["source", "device", "session", *report_columns(ModelRow)],
     "pbench": ["source", "name", "case", "op", "backend", "median_s", "iqr_s", "samples", "n_samples", "ratio_to_dense",
@@ -289,6 +293,8 @@ def _record_frames(path: Path, kind: str, rec: dict[str, Any]) -> tuple[dict[str
                "device": rec.get("device"), "_label": label}
         if kind == "tables":
             frames = [("tables", pd.DataFrame(_table_rows(base, rec)))]
+        elif kind == "ablation":  # no frame: the report reads the latest record itself (its path is in records)
+            frames = []
         elif kind == "timing":
             frames = [("layer", _layer_rows(base, rec, path)), ("model", _model_rows(base, rec, path))]
         else:

@@ -424,3 +424,33 @@ def timing_history(layer: pd.DataFrame, model: pd.DataFrame, regressed: pd.Serie
         _version_axis(ax, versions, current, labels=ax is axes[-1])
         _legend_right(ax, rows)
     return lay.save(path)
+
+
+def resolution_ablation(record: dict[str, Any], path: Path) -> Path | None:
+    """Drop of each WCC row against 8/8 (same checkpoints) vs evaluation size, from one
+    ``ablation`` record; x: the deepest feature map's width, labelled with the image size."""
+    table = record["table"]
+    metric, label = HEADLINE_METRIC[table]
+    rows = [r for r in record["rows"] if r["row_id"] != "q8_8"]
+    if not rows:
+        return None
+    palette = sns.color_palette("deep")
+    lay = _Layout(1, 1, 5.0, 2.8, left=0.85, right=0.3, top=0.35, bottom=0.75)
+    ax = lay.axes[0][0]
+    order = {"wcc50": 0, "wcc25": 1, "wcc12": 2}
+    for i, row_id in enumerate(sorted({r["row_id"] for r in rows}, key=lambda v: order.get(v, 9))):
+        pts = sorted((r["eval_size"][1], r["drop_vs_q8_8"].get(metric), r["shrinkage"], r["feature_map"])
+                     for r in rows if r["row_id"] == row_id)
+        xs = [p[0] for p in pts if p[1] is not None]
+        ys = [p[1] for p in pts if p[1] is not None]
+        ax.plot(xs, ys, "s-", color=palette[(1 + i) % 10], label=f"WCC {pts[0][2]} - 8/8")
+    sizes = sorted({(r["eval_size"][0], r["eval_size"][1], *r["feature_map"]) for r in rows}, key=lambda t: t[1])
+    ax.axhline(0.0, color="0.5", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([t[1] for t in sizes], [f"{h}x{w}\n({fh}x{fw})" for h, w, fh, fw in sizes], fontsize=7)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("evaluation size (deepest feature map)", fontsize=8)
+    ax.set_ylabel(f"{label}: WCC - 8/8", fontsize=8)
+    _title(ax, f"{TABLE_TITLES[table]}: WCC's drop vs evaluation size (same checkpoints)", 9)
+    ax.legend(fontsize=7, frameon=False)
+    return lay.save(path)

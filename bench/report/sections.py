@@ -17,8 +17,8 @@ from bench.report.plots import HEADLINE_METRIC, short_set
 from bench.rows import LayerKey, ModelKey
 from bench.tables.paper import CITYSCAPES, KITTI, TABLE_METRICS
 
-__all__ = ["latest_tables", "accuracy_table", "latest_layer", "latest_model", "layer_history", "model_history",
-           "speed_summary", "error_summary", "model_table", "pbench_table", "headline", "geomean"]
+__all__ = ["latest_tables", "accuracy_table", "table_start", "latest_layer", "latest_model", "layer_history",
+           "model_history", "speed_summary", "error_summary", "model_table", "pbench_table", "headline", "geomean"]
 
 _PAPER_ORDER = {"cityscapes": [(r.precision, r.shrinkage) for r in CITYSCAPES],
                 "kitti": [(r.precision, r.shrinkage) for r in KITTI]}
@@ -86,6 +86,13 @@ def accuracy_table(group: pd.DataFrame, uid: str) -> str:
         cols[f"{label} measured"] = got
         cols[f"Δ {label}"] = [None if a is None or b is None else b - a for a, b in zip(pub, got)]
         better_when[f"Δ {label}"] = higher
+        # Each row against its own table's FP32 row, beside the paper's row against the paper's
+        # FP32 row: unlike the raw deltas, this compares like with like on a stand-in data set.
+        fp32 = [i for i, p in enumerate(group["precision"]) if p == "FP32"]
+        for name, values in ((f"{label} drop vs FP32 published", pub), (f"{label} drop vs FP32 measured", got)):
+            ref = values[fp32[0]] if fp32 else None
+            cols[name] = [None if ref is None or v is None else v - ref for v in values]
+            better_when[name] = higher
     df = pd.DataFrame(cols).astype({c: float for c in cols if c not in ("precision", "shrinkage")})
 
     def colour(frame: pd.DataFrame) -> pd.DataFrame:
@@ -105,6 +112,23 @@ def accuracy_table(group: pd.DataFrame, uid: str) -> str:
               .set_properties(subset=text, **{"text-align": "left"})
               .hide(axis="index").set_table_attributes('class="data"').set_uuid(uid))
     return styler.to_html()
+
+
+def table_start(group: pd.DataFrame) -> str:
+    """Where one (table, profile, data, machine) group's rows started, in words: the FP32
+    checkpoint they descend from or the ImageNet backbone its training began with (file and
+    the head of its sha256), else training from random initialization."""
+    def ref(value: Any) -> dict[str, Any] | None:
+        return value if isinstance(value, dict) and "path" in value else None
+
+    inits = {(r["path"], r["sha256"]) for r in map(ref, group.get("init_checkpoint", [])) if r}
+    backbones = {(r["path"], r["sha256"]) for r in map(ref, group.get("pretrained_backbone", [])) if r}
+    parts = [f"FP32 = checkpoint {p} (sha256 {h[:12]}), evaluated as it is" for p, h in sorted(inits)]
+    parts += [f"FP32 trained from ImageNet backbone {p} (sha256 {h[:12]})" for p, h in sorted(backbones)]
+    procedures = {p for p in group.get("procedure", []) if isinstance(p, str)}
+    if procedures & {"evaluated", "post-training"}:
+        parts.append("bench evaluate: " + " and ".join(sorted(procedures)) + " rows, no fine-tuning")
+    return "; ".join(parts) if parts else "FP32 trained from random initialization"
 
 
 # ----------------------------------------------------------------------------- timing

@@ -15,9 +15,11 @@ def configure(p: argparse.ArgumentParser) -> None:
         "the paper's numbers side by side. Resumable: rerun the same command (same --out) after an "
         "interruption; finished rows are reused, a row in progress continues from its last checkpoint."
     )
-    p.add_argument("--profile", default="synthetic", choices=["smoke", "synthetic", "paper"],
-                   help="smoke: minutes, numbers meaningless; synthetic (default): SynthStreets on CPU, "
-                        "~20 min; paper: real data from --data-root with the published recipes (GPU)")
+    p.add_argument("--profile", default="synthetic", choices=["smoke", "synthetic", "synthetic-256", "paper"],
+                   help="smoke: minutes, numbers meaningless; synthetic (default): SynthStreets 96x192 on CPU, "
+                        "~20 min; synthetic-256: SynthStreets 256x512, FP32 rows from a SynthStreets checkpoint "
+                        "built once by bench pretrain (cached under OUT/pretrain); paper: real data from "
+                        "--data-root with the published recipes (GPU)")
     p.add_argument("--out", default="out/tables", help="run folder: data, checkpoints, CSVs (default: %(default)s)")
     p.add_argument("--results", default="results", help="results store root (default: %(default)s)")
     p.add_argument("--data-root", default=None,
@@ -34,9 +36,66 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="print the plan (rows, stages, parents), run the same argument and data checks as a real "
                         "run (every sample decoded), and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--init-checkpoint", action="append", default=[], metavar="TABLE=PATH",
+                   help="start TABLE (cityscapes or kitti) from this full-precision checkpoint, as the paper did "
+                        "(VainF's best_deeplabv3plus_mobilenet_cityscapes_os16.pth, a bare state dict, or a "
+                        "wcc-bench FP32 checkpoint): its FP32 row evaluates the file instead of training, and every "
+                        "later row fine-tunes from it. Repeat for both tables")
+    p.add_argument("--pretrained-backbone", default=None, metavar="PATH",
+                   help="ImageNet MobileNetV2 weights (torchvision layout, e.g. mobilenet_v2-b0353104.pth) for the "
+                        "backbone / encoder of every FP32 row that trains")
 
 
-def _device(name: str) -> str:
+def init_checkpoint_args(values: list[str], tables: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Parse ``--init-checkpoint TABLE=PATH`` values: ({table: path}, errors)."""
+    out: dict[str, str] = {}
+    errors = []
+    for value in values:
+        table, sep, path = value.partition("=")
+        if not sep or not path:
+            errors.append(f"--init-checkpoint {value}: expected TABLE=PATH, e.g. cityscapes=best.pth")
+        elif table not in tables:
+            errors.append(f"--init-checkpoint {value}: table {table!r} is not one of the run's tables {tables}")
+        elif table in out:
+            errors.append(f"--init-checkpoint: {table} given twice; give one checkpoint per table")
+        elif not os.path.isfile(path):
+            errors.append(f"--init-checkpoint {value}: {path} does not exist (no such file)")
+        else:
+            out[table] = path
+    return out, errors
+
+
+def _weights_errors(init: dict[str, str], backbone: str | None, tables: list[str]) -> list[str]:
+    """Load each given file into the model it is for (cheap, CPU): a file that does not fit fails
+    here, before any data is generated or read."""
+    from bench.tables.sweeps import SWEEPS
+    from wcc.models import load_pretrained_backbone
+    from wcc.train.checkpoint import build_model, load_weights
+
+    errors = []
+    if backbone is not None and not os.path.isfile(backbone):
+        return [f"--pretrained-backbone {backbone}: does not exist (no such file)"]
+    for table in tables:
+        model = build_model(SWEEPS[table].arch)
+        if table in init:
+            if backbone is not None:
+                errors.append(f"--pretrained-backbone with --init-checkpoint {table}=...: the {table} FP32 row is "
+                              f"the checkpoint (not trained), so the backbone weights would be unused; give one")
+                continue
+            try:
+                load_weights(model, init[table])
+            except (ValueError, FileNotFoundError) as exc:
+                errors.append(f"--init-checkpoint {table}={init[table]}: {exc}")
+        elif backbone is not None:
+            try:
+                load_pretrained_backbone(model, backbone)
+            except (ValueError, FileNotFoundError) as exc:
+                errors.append(f"--pretrained-backbone {backbone}: {exc}")
+    return errors
+
+
+def device_for(name: str) -> str:
+    """``--device`` resolved: ``auto`` is cuda when available, else cpu."""
     import torch
 
     if name == "auto":
@@ -46,7 +105,7 @@ def _device(name: str) -> str:
     return name
 
 
-def _path_and_device_errors(args: argparse.Namespace) -> list[str]:
+def path_and_device_errors(args: argparse.Namespace) -> list[str]:
     """--out, --results, --data-root and --device, checked before any data is generated or read."""
     import torch
 
@@ -71,13 +130,14 @@ def _path_and_device_errors(args: argparse.Namespace) -> list[str]:
     return [e for e in errors if e]
 
 
-def _plan(tables: list[str], profile_name: str) -> str:
+def _plan(tables: list[str], profile_name: str, init: dict[str, str] | None = None) -> str:
     from tabulate import tabulate
 
     from bench.tables.profiles import get_profile
     from bench.tables.sweeps import SWEEPS
 
     prof = get_profile(profile_name)
+    init = init or {}
     rows = []
     for t in tables:
         rec = prof.recipes[t]
@@ -85,8 +145,11 @@ def _plan(tables: list[str], profile_name: str) -> str:
             first = r.stage.parent is None
             cfg = r.stage.config.to_dict() if r.stage.config else {"kind": "FP32"}
             cfg_s = ", ".join(f"{k}={v}" for k, v in cfg.items() if k not in ("backend",))
-            rows.append([t, r.id, r.precision, r.shrinkage, r.stage.parent or "(scratch)", cfg_s,
-                         rec.steps if first else rec.finetune_steps])
+            pre = (prof.pretrain_steps or {}).get(t)
+            start = r.stage.parent or (f"{init[t]} (evaluated)" if t in init else
+                                       f"bench pretrain, {pre} steps (evaluated)" if pre else "(scratch)")
+            steps = (0 if t in init or pre else rec.steps) if first else rec.finetune_steps
+            rows.append([t, r.id, r.precision, r.shrinkage, start, cfg_s, steps])
     head = f"profile {prof.name}: {prof.description}"
     return head + "\n\n" + tabulate(rows, headers=["table", "row", "precision", "shrinkage", "from", "config", "steps"],
                                     tablefmt="github")
@@ -108,16 +171,26 @@ def run(args: argparse.Namespace) -> int:
         arg_errors.append(f"--gpus-per-job must be >= 0, got {args.gpus_per_job}")
     if args.timeout_min < 1:
         arg_errors.append(f"--timeout-min must be >= 1, got {args.timeout_min}")
-    arg_errors += _path_and_device_errors(args)
+    arg_errors += path_and_device_errors(args)
+    init, init_errors = init_checkpoint_args(args.init_checkpoint, tables)
+    arg_errors += init_errors
+    from bench.tables.profiles import get_profile
+
+    if args.pretrained_backbone and get_profile(args.profile).pretrain_steps and set(tables) - set(init):
+        arg_errors.append(f"--pretrained-backbone: profile {args.profile} starts its FP32 rows from bench pretrain "
+                          f"checkpoints, not from training in the run; use a profile that trains FP32 (synthetic, "
+                          f"paper) or give --init-checkpoint for every table")
+    if not arg_errors:
+        arg_errors += _weights_errors(init, args.pretrained_backbone, tables)
     if arg_errors:
         for msg in arg_errors:
             print(f"error: {msg}", file=sys.stderr)
         return 2
-    device = _device(args.device)
+    device = device_for(args.device)
     if args.dry_run:
         from bench.tables.run import DataError, check_run_data
 
-        print(_plan(tables, args.profile))
+        print(_plan(tables, args.profile, init))
         try:  # the same argument and data checks as a real run, without training or generating anything
             print(check_run_data(args.profile, args.out, args.data_root, tables))
         except DataError as exc:
@@ -130,9 +203,17 @@ def run(args: argparse.Namespace) -> int:
     from bench.tables.run import CorruptRecordError, DataError, format_table, jobs_for, prepare_run, write_csvs
 
     t0 = time.perf_counter()
+    if get_profile(args.profile).pretrain_steps:
+        # The paper's procedure: the FP32 rows start from a trained checkpoint (built once, cached).
+        from bench.tables.pretrain import ensure_pretrain
+
+        for t in tables:
+            if t not in init:
+                init[t] = str(ensure_pretrain(args.profile, t, args.out, device, progress=not args.no_progress))
     try:
         spec = prepare_run(args.profile, args.out, args.results, args.data_root, device,
-                           progress=not args.no_progress, tables=tables)
+                           progress=not args.no_progress, tables=tables, init_checkpoints=init,
+                           pretrained_backbone=args.pretrained_backbone)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

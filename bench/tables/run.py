@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.rows import TableRecord
 from bench.store import ResultStore, SchemaError, atomic_write_text
@@ -29,8 +29,12 @@ from bench.tables.paper import TABLE_METRICS, paper_row
 from bench.tables.profiles import Profile, get_profile
 from bench.tables.sweeps import SWEEPS, SweepRow, TableSweep
 
+if TYPE_CHECKING:
+    from wcc.train.staged import FirstStageInit
+
 __all__ = ["RowJob", "RunSpec", "prepare_run", "run_row", "row_bops", "write_csvs", "format_table",
-           "CSV_COLUMNS", "CorruptRecordError", "DataError", "check_run_data", "preflight", "jobs_for", "data_source"]
+           "CSV_COLUMNS", "CorruptRecordError", "DataError", "check_run_data", "preflight", "jobs_for", "data_source",
+           "file_ref", "evaluator", "record_metrics", "table_data", "TableData"]
 
 CSV_COLUMNS = {
     "cityscapes": ["precision", "shrinkage", "bops_paper", "bops", "miou_paper", "miou", "data"],
@@ -57,6 +61,16 @@ class RunSpec:
     device: str
     run_id: str
     progress: bool = True
+    # table -> a full-precision checkpoint its FP32 row evaluates instead of training (the
+    # paper's procedure: its FP32 Cityscapes row is VainF's checkpoint); pairs, for pickling.
+    init_checkpoints: tuple[tuple[str, str], ...] = ()
+    pretrained_backbone: str | None = None  # ImageNet MobileNetV2 weights for FP32 training
+
+    def first_stage_init(self, table: str) -> "FirstStageInit":
+        from wcc.train.staged import FirstStageInit
+
+        return FirstStageInit(checkpoint=dict(self.init_checkpoints).get(table),
+                              pretrained_backbone=self.pretrained_backbone)
 
 
 @dataclass(frozen=True)
@@ -105,8 +119,11 @@ def data_source(profile: Profile, table: str, spec: RunSpec) -> str:
     return f"KITTI {profile.kitti_eval_split} ({spec.data_root}/kitti)"
 
 
-def _datasets(profile: Profile, table: str, spec: RunSpec):
-    """(raw train set, eval set, train transform, evaluate(model) -> metrics)."""
+def _datasets(profile: Profile, table: str, spec: RunSpec, eval_size: tuple[int, int] | None = None):
+    """(raw train set, eval set, train transform, evaluate(model) -> metrics).
+
+    ``eval_size`` (H, W) overrides the profile's evaluation size (``bench evaluate --eval-size``).
+    """
     from functools import partial
 
     from wcc.data import CityscapesSegmentation, KittiDepth
@@ -117,7 +134,7 @@ def _datasets(profile: Profile, table: str, spec: RunSpec):
     root = _data_roots(profile, spec)[table]
     train: Any
     val: Any
-    eval_size = (profile.eval_size or {}).get(table)
+    eval_size = eval_size or (profile.eval_size or {}).get(table)
     raw = Compose([])  # training samples stay in [0, 1]; the train transform augments + normalises
     progress = spec.progress
     if table == "cityscapes":
@@ -187,8 +204,16 @@ def check_run_data(profile_name: str, out: str | Path, data_root: str | Path | N
     return f"data: every sample of {', '.join(tables)} decoded and checked"
 
 
+def file_ref(path: str | Path | None) -> dict[str, str] | None:
+    """``{"path", "sha256"}`` of a weights file, as records and run identities name it."""
+    from wcc.train.checkpoint import file_sha256
+
+    return None if path is None else {"path": str(path), "sha256": file_sha256(path)}
+
+
 def prepare_run(profile_name: str, out: str | Path, results: str | Path, data_root: str | Path | None,
-                device: str, progress: bool = True, tables: list[str] | None = None) -> RunSpec:
+                device: str, progress: bool = True, tables: list[str] | None = None,
+                init_checkpoints: dict[str, str] | None = None, pretrained_backbone: str | None = None) -> RunSpec:
     """Resolve the run (reusing ``out/run.json`` when resuming), get the data ready and check it.
 
     Synthetic profiles generate SynthStreets on first use. Then every image and label of every
@@ -200,11 +225,18 @@ def prepare_run(profile_name: str, out: str | Path, results: str | Path, data_ro
     tables = list(tables or SWEEPS)
     _check_data_args(profile, profile_name, data_root)
     run_file = out / "run.json"
-    identity = {"profile": profile_name, "data_root": str(data_root) if data_root else None}
+    init_checkpoints = dict(init_checkpoints or {})
+    # The starting weights are part of the run's identity (by content): resuming a run with
+    # other weights would mix rows of two different starts.
+    identity = {"profile": profile_name, "data_root": str(data_root) if data_root else None,
+                "init_checkpoints": {t: file_ref(p) for t, p in sorted(init_checkpoints.items())},
+                "pretrained_backbone": file_ref(pretrained_backbone)}
     if run_file.is_file():
         prev = json.loads(run_file.read_text())
-        if {k: prev.get(k) for k in identity} != identity:
-            raise DataError(f"{out} holds a run of {({k: prev.get(k) for k in identity})}, not {identity}; "
+        # Runs written before the starting weights were part of the identity started from scratch.
+        before = {k: prev.get(k, {} if k == "init_checkpoints" else None) for k in identity}
+        if before != identity:
+            raise DataError(f"{out} holds a run of {before}, not {identity}; "
                             f"use another --out to start a new run")
         run_id = prev["run_id"]
     else:
@@ -218,7 +250,7 @@ def prepare_run(profile_name: str, out: str | Path, results: str | Path, data_ro
         run_id = (f"{profile_name}-{stamp}-{(commit or 'nogit')[:8]}{'-dirty' if dirty else ''}"
                   f"-{secrets.token_hex(4)}")
     spec = RunSpec(profile_name, str(out), str(results), str(data_root) if data_root else None, device, run_id,
-                   progress)
+                   progress, tuple(sorted(init_checkpoints.items())), pretrained_backbone)
     if profile.data == "synthetic":
         from wcc.data.synthetic import ensure_synthstreets
 
@@ -264,6 +296,56 @@ def _clean(metrics: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
+def record_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """An evaluation's metrics as a record stores them: finite numbers or null, per-class IoU
+    flattened to ``iou_<class>`` (kept for the report)."""
+    out = _clean(metrics)
+    if "iou" in metrics:
+        out.update({f"iou_{k}": v for k, v in _clean(dict(metrics["iou"])).items()})
+    return out
+
+
+def evaluator(profile_name: str, table: str, out: str | Path, data_root: str | Path | None, device: str,
+              eval_size: tuple[int, int] | None = None, progress: bool = True) -> tuple[Any, str]:
+    """``(evaluate(model) -> metrics, data source label)`` for one table's evaluation split."""
+    data = table_data(profile_name, table, out, data_root, device, eval_size, progress)
+    return data.evaluate, data.source
+
+
+@dataclass(frozen=True)
+class TableData:
+    """One table's data for a profile: raw train set, its train transform, ``evaluate(model)``."""
+
+    train: Any
+    train_transform: Any
+    evaluate: Any
+    source: str
+
+
+def table_data(profile_name: str, table: str, out: str | Path, data_root: str | Path | None, device: str,
+               eval_size: tuple[int, int] | None = None, progress: bool = True) -> TableData:
+    """A table's data as ``bench tables`` uses it, for ``bench evaluate`` and ``bench pretrain``.
+
+    SynthStreets under ``out/data`` (generated when missing, so ``--out`` of a tables run reuses
+    its data) or real data under ``data_root``. Every sample is decoded and checked first
+    (:class:`DataError`).
+    """
+    profile = get_profile(profile_name)
+    _check_data_args(profile, profile_name, data_root)
+    spec = RunSpec(profile_name, str(out), "", str(data_root) if data_root else None, device, "evaluate", progress)
+    if profile.data == "synthetic":
+        from wcc.data.synthetic import ensure_synthstreets
+
+        ensure_synthstreets(_synth_root(spec.out), num=profile.synth_num, size=profile.synth_size,
+                            val_fraction=profile.synth_val_fraction, progress=progress)
+    preflight(profile, spec, [table])
+    train, _, tf, evaluate = _datasets(profile, table, spec, eval_size)
+    source = data_source(profile, table, spec)
+    if eval_size is not None:
+        source += f", evaluated at {eval_size[0]}x{eval_size[1]}"
+    return TableData(train, tf, evaluate, source)
+
+
 def run_row(job: RowJob) -> dict[str, Any]:
     """Train/fine-tune + evaluate one row (or reuse it when finished); write and return its record."""
     from wcc.models import paper_keep_fp
@@ -289,12 +371,11 @@ def run_row(job: RowJob) -> dict[str, Any]:
     train, _, tf, evaluate = _datasets(profile, job.table, spec)
     result = run_stage(row.stage, arch=sweep.arch, recipe=profile.recipes[job.table], train_set=train,
                        train_transform=tf, evaluate=evaluate, workdir=Path(spec.out) / "work" / job.table,
-                       keep_fp=paper_keep_fp, device=spec.device, progress=spec.progress)
+                       keep_fp=paper_keep_fp, device=spec.device, progress=spec.progress,
+                       init=spec.first_stage_init(job.table))
     b = row_bops(job.table, job.row_id)
     published = paper_row(job.table, row.precision, row.shrinkage)
-    metrics = _clean(result.metrics)
-    if "iou" in result.metrics:  # per-class IoU, kept for the report
-        metrics.update({f"iou_{k}": v for k, v in _clean(dict(result.metrics["iou"])).items()})
+    metrics = record_metrics(result.metrics)
     record = store.new_record("tables", **TableRecord(
         table=sweep.table,
         row={"id": row.id, "precision": row.precision, "shrinkage": row.shrinkage, "parent": row.stage.parent},
@@ -315,6 +396,9 @@ def run_row(job: RowJob) -> dict[str, Any]:
         train_time_s=result.train_time_s,
         eval_time_s=result.eval_time_s,
         device=spec.device,
+        init_checkpoint=file_ref(spec.first_stage_init(job.table).checkpoint),
+        pretrained_backbone=file_ref(spec.pretrained_backbone),
+        procedure="staged",
     ).to_dict())
     store.write("tables", job.record_name, record)
     return record

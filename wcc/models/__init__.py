@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import os
+
 from torch import nn
 
 from wcc.models.deeplab import DeepLabV3Plus, deeplabv3plus_mobilenetv2
@@ -31,6 +33,7 @@ __all__ = [
     "disp_to_depth",
     "load_state_dict_file",
     "paper_keep_fp",
+    "load_pretrained_backbone",
 ]
 
 # MobileNetV2 alone: the stem conv (its classifier is a Linear layer, which convert never touches).
@@ -49,3 +52,15 @@ def paper_keep_fp(model: nn.Module) -> list[str]:
     raise TypeError(
         f"paper_keep_fp knows the models of wcc.models, not {type(model).__name__}; "
         f"pass the names of your first and last convs to wcc.convert(keep_fp=...) directly")
+
+
+def load_pretrained_backbone(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load ImageNet MobileNetV2 weights (torchvision layout, local file) into the part of ``model``
+    that is a MobileNetV2: DeepLabV3+'s backbone, the depth net's encoder, or MobileNetV2 itself."""
+    if isinstance(model, DeepLabV3Plus):
+        return model.load_pretrained_backbone(path)
+    if isinstance(model, DepthNet):
+        return model.load_pretrained_encoder(path)
+    if isinstance(model, MobileNetV2):
+        return model.load_pretrained(path)
+    raise TypeError(f"load_pretrained_backbone knows the models of wcc.models, not {type(model).__name__}")

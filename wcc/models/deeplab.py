@@ -16,9 +16,13 @@ Architecture of VainF's ``deeplabv3plus_mobilenet`` trained with ``--separable_c
   a depthwise 3x3 followed by a pointwise 1x1 (VainF's ``AtrousSeparableConvolution``); the
   1x1 convs stay as they are.
 
-Module names follow VainF's checkpoints (``backbone.low_level_features.0.0.weight``,
-``classifier.aspp.convs.1.0.body.0.weight``, ``classifier.classifier.3.weight``, ...). The
-backbone uses VainF's padding by default (``padding="vainf"``, see :mod:`wcc.models.mobilenetv2`).
+Module names are VainF's, so checkpoint files go both ways (docs/design.md §4.1):
+``backbone.low_level_features.0.0.weight`` ... ``.3.*``, ``backbone.high_level_features.4.*`` ...
+``.17.*`` (VainF slices ``features[4:-1]`` of an ``nn.Sequential``, which keeps the original
+indices), ``classifier.aspp.convs.1.0.body.0.weight``, ``classifier.classifier.3.weight``, ...
+:meth:`DeepLabV3Plus.load_checkpoint` reads VainF's ``best_deeplabv3plus_mobilenet_*.pth``
+(``{"model_state": ...}``) or a bare state dict, strictly. The backbone uses VainF's padding by
+default (``padding="vainf"``, see :mod:`wcc.models.mobilenetv2`).
 
 Census with the paper's setting (:func:`paper_keep_fp`: the stem conv and the last classifier
 conv kept FP, every other 1x1 conv WCC, everything else quantized): 41 WCCConv2d, 21
@@ -30,6 +34,7 @@ the paper's FP32 BOPs, 36,377 B = MACs x 32 x 32, imply 35.52 G.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -145,13 +150,17 @@ class MobileNetV2Backbone(nn.Module):
     """MobileNetV2 split into ``low_level_features`` (features[0:4]) and ``high_level_features`` (features[4:18]).
 
     ``(N, 3, H, W) -> (low (N, 24, ~H/4, ~W/4), high (N, 320, ~H/os, ~W/os))`` at width 1.0.
+    Both keep MobileNetV2's indices as child names (``high_level_features.4`` ... ``.17``), as
+    VainF's slice of ``features`` does; positional indexing (``high_level_features[0]``) still
+    counts from 0.
     """
 
     def __init__(self, net: MobileNetV2) -> None:
         super().__init__()
         feats = list(net.features.children())
         self.low_level_features = nn.Sequential(*feats[:LOW_LEVEL_END])
-        self.high_level_features = nn.Sequential(*feats[LOW_LEVEL_END:-1])
+        self.high_level_features = nn.Sequential(OrderedDict(
+            (str(i), feats[i]) for i in range(LOW_LEVEL_END, len(feats) - 1)))
         self.low_level_channels = net.stage_channels[LOW_LEVEL_END - 1]
         self.high_level_channels = net.stage_channels[-2]
 
@@ -163,7 +172,7 @@ class MobileNetV2Backbone(nn.Module):
 def backbone_state_from_mobilenetv2(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a torchvision MobileNetV2 state dict to :class:`MobileNetV2Backbone` names.
 
-    ``features.{i}.*`` -> ``low_level_features.{i}.*`` (i < 4) or ``high_level_features.{i-4}.*``;
+    ``features.{i}.*`` -> ``low_level_features.{i}.*`` (i < 4) or ``high_level_features.{i}.*``;
     the last 1x1 conv (``features.18``) and the classifier have no counterpart and are dropped.
     """
     indices = {int(k.split(".")[1]) for k in state if k.startswith("features.")}
@@ -179,8 +188,8 @@ def backbone_state_from_mobilenetv2(state: dict[str, torch.Tensor]) -> dict[str,
         i = int(idx)
         if i == last:
             continue
-        name = f"low_level_features.{i}" if i < LOW_LEVEL_END else f"high_level_features.{i - LOW_LEVEL_END}"
-        out[f"{name}.{rest}"] = value
+        part = "low_level_features" if i < LOW_LEVEL_END else "high_level_features"
+        out[f"{part}.{i}.{rest}"] = value
     return out
 
 
@@ -207,6 +216,16 @@ class DeepLabV3Plus(nn.Module):
         load_into(self.backbone, state, strict=True, source=str(path))
         return self
 
+    def load_checkpoint(self, path: str | os.PathLike) -> "DeepLabV3Plus":
+        """Load a whole-model checkpoint strictly: a VainF file (``{"model_state": ...}``), a bare
+        state dict, or a wcc-bench FP32 checkpoint (``{"model": ...}``), read with ``weights_only``.
+
+        Raises FileNotFoundError for a missing file, and a ValueError naming the file and the
+        first mismatching keys when it does not fit this network (e.g. another ``num_classes``).
+        """
+        load_into(self, load_state_dict_file(path), strict=True, source=str(path))
+        return self
+
 
 def deeplabv3plus_mobilenetv2(
     num_classes: int = 19,
@@ -215,6 +234,7 @@ def deeplabv3plus_mobilenetv2(
     pretrained_backbone: str | os.PathLike | None = None,
     width_mult: float = 1.0,
     padding: Padding = "vainf",
+    checkpoint: str | os.PathLike | None = None,
 ) -> DeepLabV3Plus:
     """DeepLabV3+ MobileNetV2 as in VainF's ``deeplabv3plus_mobilenet`` (``--separable_conv``).
 
@@ -225,6 +245,8 @@ def deeplabv3plus_mobilenetv2(
         pretrained_backbone: local path of a torchvision MobileNetV2 ImageNet state dict.
         width_mult: backbone width (1.0 in the paper).
         padding: backbone padding scheme, ``"vainf"`` (the paper's code) or ``"torchvision"``.
+        checkpoint: local path of a whole-model checkpoint (VainF's files or a bare state dict),
+            loaded strictly after ``pretrained_backbone`` (see :meth:`DeepLabV3Plus.load_checkpoint`).
     """
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
@@ -235,4 +257,6 @@ def deeplabv3plus_mobilenetv2(
     model = DeepLabV3Plus(backbone, head)
     if pretrained_backbone is not None:
         model.load_pretrained_backbone(pretrained_backbone)
+    if checkpoint is not None:
+        model.load_checkpoint(checkpoint)
     return model

@@ -145,6 +145,13 @@ class DepthNet(nn.Module):
         load_into(self.encoder, mapped, strict=True, source=str(path))
         return self
 
+    def load_checkpoint(self, path: str | os.PathLike) -> "DepthNet":
+        """Load a whole-model checkpoint strictly (``{"model_state": ...}``, ``{"model": ...}`` or a
+        bare state dict, read with ``weights_only``); a ValueError names the file and the first
+        mismatching key when it does not fit."""
+        load_into(self, load_state_dict_file(path), strict=True, source=str(path))
+        return self
+
 
 def depth_mobilenetv2(
     width_mult: float = 1.0,
@@ -152,9 +159,17 @@ def depth_mobilenetv2(
     max_depth: float = 100.0,
     pretrained_encoder: str | os.PathLike | None = None,
     decoder_channels: Sequence[int] = DECODER_CHANNELS,
+    checkpoint: str | os.PathLike | None = None,
 ) -> DepthNet:
-    """Build the KITTI depth network; ``pretrained_encoder`` is a local torchvision MobileNetV2 state dict."""
+    """Build the KITTI depth network.
+
+    ``pretrained_encoder`` is a local torchvision MobileNetV2 state dict (the encoder keeps its
+    names, ``encoder.features.0`` ... ``.17``); ``checkpoint`` a whole-model file, loaded
+    strictly after it (:meth:`DepthNet.load_checkpoint`).
+    """
     model = DepthNet(width_mult, decoder_channels, min_depth, max_depth)
     if pretrained_encoder is not None:
         model.load_pretrained_encoder(pretrained_encoder)
+    if checkpoint is not None:
+        model.load_checkpoint(checkpoint)
     return model

@@ -256,7 +256,14 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool 
         problems.append(f"no key in common (model keys look like {next(iter(own))!r}, "
                         f"file keys like {next(iter(state), None)!r})")
     if problems:
-        raise ValueError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems)
+        # The first key, in the model's own order, where file and model part ways: usually the
+        # one place to look (a renamed module, another num_classes, another width).
+        bad = {k for k in set(own) & set(state) if state[k].shape != own[k].shape}
+        if strict:
+            bad |= set(missing) | set(unexpected)
+        first = next((k for k in [*own, *state] if k in bad), None)
+        lead = f"first mismatching key {first!r}; " if first is not None else ""
+        raise ValueError(f"{source} does not fit {type(model).__name__}: {lead}" + "; ".join(problems)
                          + ". Check the architecture settings (width_mult, num_classes) or pass strict=False.")
     model.load_state_dict(dict(state), strict=strict)
 

@@ -7,6 +7,7 @@ and, for an unfinished stage, the optimizer/scaler state and the step to resume 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import tempfile
@@ -20,7 +21,7 @@ from wcc.config import QuantConfig, WCCConfig
 from wcc.convert import convert
 
 __all__ = ["save_checkpoint", "load_checkpoint", "build_model", "apply_conversions", "config_from_dict", "FORMAT",
-           "umask_mode"]
+           "umask_mode", "file_sha256", "load_weights"]
 
 FORMAT = "wcc-bench/checkpoint/v1"
 
@@ -44,8 +45,11 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     os.close(fd)
     try:
         os.chmod(tmp, umask_mode())
-        torch.save({"format": FORMAT, **state}, tmp)
-        with open(tmp, "rb") as f:
+        # Saved through a file object: torch then names the archive "archive" instead of after
+        # the random temporary file, so equal states give byte-identical files (equal sha256).
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -95,3 +99,33 @@ def apply_conversions(model: nn.Module, conversions: list[dict[str, Any]]) -> No
     """Replay a checkpoint's conversion history so its state dict fits the model."""
     for step in conversions:
         convert(model, config_from_dict(step["config"]), keep_fp=step.get("keep_fp", []))
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes: what records name a checkpoint or weights file by."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load a full-precision whole-model file into ``model``, strictly, with ``weights_only``.
+
+    Takes what :func:`wcc.models.load_state_dict_file` reads (VainF's ``{"model_state": ...}``,
+    a bare state dict) and a wcc-bench checkpoint of an unconverted stage (its ``model``).
+    A wcc-bench checkpoint of a converted stage is refused: its state fits a converted model
+    only (rebuild it with :func:`apply_conversions` instead). Errors name the file.
+    """
+    from wcc.models.mobilenetv2 import load_into, load_state_dict_file
+
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True) if Path(path).is_file() else None
+    except Exception:  # unreadable: load_state_dict_file below says so with the file's name
+        raw = None
+    if isinstance(raw, dict) and raw.get("format") == FORMAT and raw.get("conversions"):
+        steps = [c["config"].get("kind") for c in raw["conversions"]]
+        raise ValueError(f"{path} is a wcc-bench checkpoint of a converted stage ({steps}), not a full-precision "
+                         f"model; give the FP32 stage's checkpoint (work/<table>/fp32/final.pt)")
+    load_into(model, load_state_dict_file(path), strict=True, source=str(path))

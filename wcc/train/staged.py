@@ -11,6 +11,7 @@ A stage whose ``final.pt`` exists is never recomputed.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -22,11 +23,11 @@ from torch import nn
 
 from wcc.config import QuantConfig, WCCConfig
 from wcc.convert import convert
-from wcc.train.checkpoint import apply_conversions, build_model, load_checkpoint, save_checkpoint
+from wcc.train.checkpoint import apply_conversions, build_model, load_checkpoint, load_weights, save_checkpoint
 from wcc.train.loops import StepBatches, train_steps
 from wcc.train.recipe import Recipe
 
-__all__ = ["Stage", "StageResult", "run_stage", "stage_paths"]
+__all__ = ["Stage", "StageResult", "FirstStageInit", "run_stage", "stage_paths"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,23 @@ class Stage:
     name: str
     parent: str | None
     config: WCCConfig | QuantConfig | None
+
+
+@dataclass(frozen=True)
+class FirstStageInit:
+    """Where the first (parentless, FP32) stage starts; later stages always start from their parent.
+
+    ``checkpoint``: a full-precision whole-model file (e.g. VainF's Cityscapes checkpoint, as the
+    paper did); the stage is then evaluated only, not trained. ``pretrained_backbone``: ImageNet
+    MobileNetV2 weights (torchvision layout) for the backbone/encoder; the stage trains from there.
+    """
+
+    checkpoint: str | None = None
+    pretrained_backbone: str | None = None
+
+    @property
+    def trains(self) -> bool:
+        return self.checkpoint is None
 
 
 @dataclass(frozen=True)
@@ -55,9 +73,16 @@ def stage_paths(workdir: Path, name: str) -> tuple[Path, Path]:
 
 
 def _model_for_stage(stage: Stage, arch: dict[str, Any], workdir: Path,
-                     keep_fp: Callable[[nn.Module], list[str]]) -> tuple[nn.Module, list[dict[str, Any]]]:
+                     keep_fp: Callable[[nn.Module], list[str]],
+                     init: FirstStageInit) -> tuple[nn.Module, list[dict[str, Any]]]:
     model = build_model(arch)
     conversions: list[dict[str, Any]] = []
+    if stage.parent is None and init.pretrained_backbone is not None:
+        from wcc.models import load_pretrained_backbone
+
+        load_pretrained_backbone(model, init.pretrained_backbone)
+    if stage.parent is None and init.checkpoint is not None:
+        load_weights(model, init.checkpoint)
     if stage.parent is not None:
         parent = load_checkpoint(stage_paths(workdir, stage.parent)[1])
         conversions = list(parent["conversions"])
@@ -83,10 +108,12 @@ def run_stage(
     device: str | torch.device = "cpu",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    init: FirstStageInit = FirstStageInit(),
 ) -> StageResult:
     """Run (or resume, or reuse) one stage; its parent must have finished.
 
-    ``log`` receives one line when the stage is reused or resumed (default: stderr).
+    ``init`` says where a parentless stage starts (:class:`FirstStageInit`; ignored for the
+    others). ``log`` receives one line when the stage is reused or resumed (default: stderr).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     workdir = Path(workdir)
@@ -105,17 +132,21 @@ def run_stage(
         apply_conversions(model, conversions)
         model.load_state_dict(resume["model"])
     else:
-        model, conversions = _model_for_stage(stage, arch, workdir, keep_fp)
+        model, conversions = _model_for_stage(stage, arch, workdir, keep_fp, init)
 
     first = stage.parent is None
-    steps = recipe.steps if first else recipe.finetune_steps
+    # A first stage that starts from a given checkpoint is that checkpoint, evaluated as it is.
+    steps = (recipe.steps if init.trains else 0) if first else recipe.finetune_steps
     lr = recipe.lr if first else recipe.finetune_lr
     meta = {"stage": stage.name, "parent": stage.parent, "arch": arch, "conversions": conversions,
-            "recipe": recipe.to_dict(), "config": stage.config.to_dict() if stage.config else None}
-    batches = StepBatches(train_set, train_transform, recipe.batch_size, recipe.seed)
-    train_info = train_steps(model, batches, recipe, total_steps=steps, lr=lr, checkpoint_path=str(last),
-                             checkpoint_meta=meta, resume=resume, device=device, progress=progress,
-                             desc=stage.name)
+            "recipe": recipe.to_dict(), "config": stage.config.to_dict() if stage.config else None,
+            "init": dataclasses.asdict(init) if first else None}
+    train_info: dict[str, Any] = {"final_loss": float("nan"), "train_time_s": 0.0}
+    if steps:
+        batches = StepBatches(train_set, train_transform, recipe.batch_size, recipe.seed)
+        train_info = train_steps(model, batches, recipe, total_steps=steps, lr=lr, checkpoint_path=str(last),
+                                 checkpoint_meta=meta, resume=resume, device=device, progress=progress,
+                                 desc=stage.name)
     t0 = time.perf_counter()
     metrics = evaluate(model)
     eval_time = time.perf_counter() - t0
