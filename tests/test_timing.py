@@ -453,7 +453,8 @@ def _args(tmp_path: Path, *extra: str) -> argparse.Namespace:
 def test_tiny_timing_run_is_schema_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from bench.timing.cli import run
 
-    args = _args(tmp_path, "--quick", "--name", "tiny", "--backends", "reference,triton",
+    # One round in this process (rounds as fresh processes: test_timing_rounds_run_as_fresh_processes).
+    args = _args(tmp_path, "--quick", "--one-round", "--name", "tiny", "--backends", "reference,triton",
                  "--model-resolution", "32x64", "--no-memory", "--runtimes", "ort_fp32,tensorrt_int8")
     assert run(args) == 0
     record = ResultStore(tmp_path).read("timing", "tiny")  # validates
@@ -539,3 +540,24 @@ def test_model_grid_has_a_compiled_row_per_wcc_variant_when_inductor_is_timed() 
     assert not any(c.compiled for c in model_cases("cpu", quick=True, backends=["cpu"], runtimes=("ort_int8",)))
     with pytest.raises(ValueError, match="compiled"):
         ModelCase("deeplabv3plus-mobilenetv2", "dense", 1, 32, 64, compiled=True)
+
+
+def test_timing_rounds_run_as_fresh_processes(tmp_path: Path) -> None:
+    """`python -m bench timing --rounds 2` runs two child processes and merges them: every timed row
+    keeps one summary per round, the record names its session and validates."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "bench", "timing", "--shapes", "1x4x4@8x8", "--keep-ratios", "0.5", "--levels", "1",
+           "--directions", "fwd", "--min-samples", "2", "--max-samples", "2", "--budget", "0", "--warmup", "1",
+           "--threads", "1", "--no-progress", "--no-model", "--no-peaks", "--no-memory", "--backends", "reference",
+           "--no-runtimes", "--rounds", "2", "--name", "r2", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("(a fresh process)") == 2
+    record = ResultStore(tmp_path).read("timing", "r2")  # validates
+    assert record["rounds"] == 2 and record["session"]
+    timed = [r for r in record["layer_rows"] if r["median_s"] is not None]
+    assert timed and all(len(r["rounds"]) == 2 for r in timed)
