@@ -121,9 +121,7 @@ def evaluate_checkpoint(table: str, checkpoint: str | Path, *, precision: str | 
     """Evaluate ``checkpoint`` on ``table`` (converted first when ``precision``/``shrinkage`` are
     given) and return the fields of its :class:`bench.rows.TableRecord`."""
     from bench.rows import TableRecord
-    from bench.tables.paper import paper_row
-    from bench.tables.run import evaluator, file_ref, record_metrics, row_bops
-    from bench.tables.sweeps import SWEEPS
+    from bench.tables.run import evaluator, file_ref, record_metrics, row_facts
     from wcc import convert
     from wcc.models import paper_keep_fp
 
@@ -140,25 +138,15 @@ def evaluate_checkpoint(table: str, checkpoint: str | Path, *, precision: str | 
     t0 = time.perf_counter()
     metrics = evaluate(loaded.model)
     eval_time = time.perf_counter() - t0
-    sweep = SWEEPS[table]
-    b = row_bops(table, row.id)
-    published = paper_row(table, row.precision, row.shrinkage)
     return TableRecord(
-        table=sweep.table,
+        **row_facts(table, row),
         row={"id": row.id, "precision": row.precision, "shrinkage": row.shrinkage, "parent": None},
         profile="evaluate",
         data=source,
         synthetic=profile != "paper",
         run_id=None,
-        config=row.stage.config.to_dict() if row.stage.config else None,
         recipe=None,
         metrics=record_metrics(metrics),
-        metrics_paper=dict(published.metrics),
-        bops=b[sweep.bops_convention],
-        bops_convention=sweep.bops_convention,
-        bops_actual=b["actual"],
-        bops_paper=published.bops,
-        bops_input=list(sweep.bops_input),
         wall_time_s=eval_time,
         train_time_s=0.0,
         eval_time_s=eval_time,

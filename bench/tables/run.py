@@ -271,6 +271,19 @@ def _chain(sweep: TableSweep, row: SweepRow) -> list[SweepRow]:
     return chain[::-1]
 
 
+def row_facts(table: str, row: SweepRow) -> dict[str, Any]:
+    """The TableRecord fields that belong to the row itself, however its metrics were obtained
+    (trained in a run, or evaluated by ``bench evaluate``): the table, the row's config, its BOPs
+    in the table's convention and the actual one, and the published numbers beside them."""
+    sweep = SWEEPS[table]
+    b = row_bops(table, row.id)
+    published = paper_row(table, row.precision, row.shrinkage)
+    return {"table": sweep.table, "config": row.stage.config.to_dict() if row.stage.config else None,
+            "metrics_paper": dict(published.metrics), "bops": b[sweep.bops_convention],
+            "bops_convention": sweep.bops_convention, "bops_actual": b["actual"], "bops_paper": published.bops,
+            "bops_input": list(sweep.bops_input)}
+
+
 def row_bops(table: str, row_id: str) -> dict[str, float]:
     """BOPs of a row at the paper's resolution: the table's convention and the 'actual' one."""
     from wcc import convert
@@ -373,25 +386,16 @@ def run_row(job: RowJob) -> dict[str, Any]:
                        train_transform=tf, evaluate=evaluate, workdir=Path(spec.out) / "work" / job.table,
                        keep_fp=paper_keep_fp, device=spec.device, progress=spec.progress,
                        init=spec.first_stage_init(job.table))
-    b = row_bops(job.table, job.row_id)
-    published = paper_row(job.table, row.precision, row.shrinkage)
     metrics = record_metrics(result.metrics)
     record = store.new_record("tables", **TableRecord(
-        table=sweep.table,
+        **row_facts(job.table, row),
         row={"id": row.id, "precision": row.precision, "shrinkage": row.shrinkage, "parent": row.stage.parent},
         data=data_source(profile, job.table, spec),
         synthetic=profile.data == "synthetic",
         profile=spec.profile,
         run_id=spec.run_id,
-        config=row.stage.config.to_dict() if row.stage.config else None,
         recipe=profile.recipes[job.table].to_dict(),
         metrics=metrics,
-        metrics_paper=dict(published.metrics),
-        bops=b[sweep.bops_convention],
-        bops_convention=sweep.bops_convention,
-        bops_actual=b["actual"],
-        bops_paper=published.bops,
-        bops_input=list(sweep.bops_input),
         wall_time_s=result.train_time_s + result.eval_time_s,
         train_time_s=result.train_time_s,
         eval_time_s=result.eval_time_s,
