@@ -205,8 +205,7 @@ def quantized_input_conv(x: torch.Tensor, alpha: torch.Tensor, bits: int | None,
         return conv(x)
     eager = not torch.compiler.is_compiling()
     if eager and not (torch.is_grad_enabled() and (x.requires_grad or alpha.requires_grad)):
-        with contextlib.ExitStack() as stack:
-            xq = stack.enter_context(unsigned_act_quant_scratch(x, alpha, bits))
+        with unsigned_act_quant_scratch(x, alpha, bits) as xq:
             if xq is not None:
                 return conv(xq)
     return conv(unsigned_act_quant(x, alpha, bits))
