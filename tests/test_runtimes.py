@@ -236,6 +236,11 @@ def test_floor_formula_on_a_hand_computed_case() -> None:
     assert layer_floor(dict(row, direction="fwdbwd"), _PEAKS) is None
     assert conv_floor(1, 1, 1, 1, 1, 1, 1, "fp32", {"bandwidth_Bps": "unavailable: x"}) is None
 
+    # An int8 GEMM slower than the float32 one (AVX2 without VNNI: torch._int_mm is a generic
+    # loop): int8 products are exact in float32, so the floor takes the faster float32 rate.
+    slow_int8 = dict(_PEAKS, int8_macs_per_s=0.25e9)
+    assert layer_floor(dict(row, op="ort_int8", precision="int8"), slow_int8)["floor_s"] == pytest.approx(524.288e-6)
+
     rows = [{"median_s": 2 * 524.288e-6}, {"median_s": None}]
     add_floors(rows, [fl, None])
     assert rows[0]["floor_ratio"] == pytest.approx(2.0) and rows[1]["floor_s"] is None

@@ -22,7 +22,8 @@ element (4 for float32, the interface every variant keeps) and ``w`` bytes per w
 * WCC (keep ratio ``r``, ``J`` levels): read x once, write y once, and the kept-column GEMM:
   ``bytes = e*N*H*W*(C_in + C_out) + 1*C_out*C_in``,
   ``macs = N*C_out*C_in*max(1, floor(Hp*Wp*r))`` with ``Hp, Wp`` padded to a multiple of
-  ``2**J`` (:func:`wcc.accounting.layer_costs`' count), at the int8 peak (8/8).
+  ``2**J`` (:func:`wcc.accounting.layer_costs`' count), at the int8 peak (8/8), or the float32
+  peak where that is higher (:func:`peak_rate`).
 
 A model's floor is the sum of the floors of its convolutions (:func:`model_floor_s`, shapes from
 :func:`wcc.accounting.layer_costs`); everything else (BatchNorm, activations, the Haar
@@ -38,12 +39,22 @@ import torch
 
 __all__ = ["measure_peaks", "roofline_s", "conv_floor", "layer_floor", "model_floor_s", "add_floors", "safe_floor",
            "model_case_floor",
-           "PRECISION_PEAK"]
+           "PRECISION_PEAK", "peak_rate"]
 
 #: Which GEMM peak a row's precision runs at (int8 activations and weights -> the int8 peak).
 PRECISION_PEAK = {"fp32": "fp32_macs_per_s", "float32": "fp32_macs_per_s", "int8": "int8_macs_per_s",
                   "fp16": "fp16_macs_per_s", "float16": "fp16_macs_per_s", "bf16": "fp16_macs_per_s",
                   "bfloat16": "fp16_macs_per_s"}
+
+
+def peak_rate(peaks: dict[str, Any], precision: str) -> float | None:
+    """The MAC rate a row of ``precision`` can reach here: its own GEMM peak, or the float32 one
+    where that is higher - narrow products (int8, fp16) are exact in a float32 GEMM, so a floor
+    must not assume less (on an AVX2-only CPU ``torch._int_mm`` is a generic loop far below
+    ``torch.mm``). None when neither peak was measured."""
+    rates = [peaks.get(PRECISION_PEAK.get(precision, "fp32_macs_per_s")), peaks.get("fp32_macs_per_s")]
+    numbers = [float(r) for r in rates if isinstance(r, (int, float))]
+    return max(numbers) if numbers else None
 
 
 def _best(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
@@ -77,9 +88,15 @@ def measure_peaks(device: str | torch.device = "cpu", repeats: int = 5) -> dict[
         return n_mm ** 3 / _best(lambda: torch.mm(a, b), device, repeats)
 
     def int8() -> float:
-        a = torch.randint(-128, 128, (n_mm, n_mm), dtype=torch.int8, device=device)
-        b = torch.randint(-128, 128, (n_mm, n_mm), dtype=torch.int8, device=device)
-        return n_mm ** 3 / _best(lambda: torch._int_mm(a, b), device, repeats)
+        def rate(n: int, reps: int) -> float:
+            a = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device)
+            b = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device)
+            return n ** 3 / _best(lambda: torch._int_mm(a, b), device, reps)
+
+        # A CPU without int8 dot products runs torch._int_mm as a generic loop (~0.3 GMAC/s on
+        # AVX2): the full-size product would take minutes and say nothing more than a small one.
+        small = rate(n_mm // 4, 1)
+        return small if n_mm ** 3 / small > 2.0 else rate(n_mm, repeats)
 
     out: dict[str, Any] = {
         "method": f"best of {repeats}: copy of {n_copy * 4 >> 20} MiB float32 (bytes read + written); "
@@ -107,8 +124,8 @@ def conv_floor(n: int, c_in: int, c_out: int, h: int, w: int, macs: int, weight_
     once, loads its weights once and runs ``macs`` MACs at ``precision``'s peak. None when a
     needed peak is missing (``"unavailable: ..."``)."""
     bw = peaks.get("bandwidth_Bps")
-    rate = peaks.get(PRECISION_PEAK.get(precision, "fp32_macs_per_s"))
-    if not isinstance(bw, (int, float)) or not isinstance(rate, (int, float)):
+    rate = peak_rate(peaks, precision)
+    if not isinstance(bw, (int, float)) or rate is None:
         return None
     moved = act_bytes * n * h * w * (c_in + c_out) + weight_bytes
     return {"floor_s": roofline_s(moved, macs, bw, rate), "floor_bytes": moved, "floor_macs": macs,
@@ -152,8 +169,8 @@ def model_floor_s(model: torch.nn.Module, input_shape: tuple[int, ...], precisio
         layer_precision = "int8" if c.kind in ("wcc", "quant") else precision
         params = c.dense_macs // max(1, n * ho * wo)  # weights of the conv = MACs per output pixel
         wbytes = params * (1 if layer_precision == "int8" else 4)
-        bw, rate = peaks.get("bandwidth_Bps"), peaks.get(PRECISION_PEAK[layer_precision])
-        if not isinstance(bw, (int, float)) or not isinstance(rate, (int, float)):
+        bw, rate = peaks.get("bandwidth_Bps"), peak_rate(peaks, layer_precision)
+        if not isinstance(bw, (int, float)) or rate is None:
             return None
         layer_moved = 4 * n * (c_in * h * w + c_out * ho * wo) + wbytes
         total += roofline_s(layer_moved, c.macs, bw, rate)

@@ -54,14 +54,25 @@ _WCCFunction = wcc_function("wcc_cpu")  # autograd around torch.ops.wcc_cpu (wcc
 
 
 @functools.cache
-def _int_mm_works() -> bool:
-    # The integer GEMM is torch's int8 x int8 -> int32 matmul (oneDNN, VNNI where the CPU has
-    # it); older torch builds lack a CPU version. Checked once, on a product with a known result.
+def _int8_gemm_off() -> str | None:
+    """Why the kernels multiply in float instead of on int8 codes (None: they use the int8 GEMM).
+
+    The integer GEMM is torch's int8 x int8 -> int32 matmul (oneDNN). It is fast only where the
+    CPU has int8 dot-product instructions (VNNI, AMX): on an AVX2-only CPU torch runs a generic
+    loop, measured 55x slower than the float GEMM of the same shape (1.65 s against 0.03 s for
+    256x256 @ 256x8192 on one thread), which made the WCC layer 5-15x slower than dense there.
+    Both paths give the reference's result up to float rounding (docs/design.md §3.8).
+    """
     try:
         a = torch.tensor([[1, -2], [3, 4]], dtype=torch.int8)
-        return torch._int_mm(a, a).tolist() == [[-5, -10], [15, 10]]
+        if torch._int_mm(a, a).tolist() != [[-5, -10], [15, 10]]:
+            return "torch._int_mm gives a wrong product on this CPU"
     except (AttributeError, RuntimeError, NotImplementedError):
-        return False
+        return "this torch build has no CPU torch._int_mm"
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_vnni_supported", "_is_amx_tile_supported")]
+    if not any(probe is not None and probe() for probe in probes):
+        return "this CPU has neither VNNI nor AMX, where torch._int_mm is a slow generic loop"
+    return None
 
 
 class CPUBackend(Backend):
@@ -75,7 +86,8 @@ class CPUBackend(Backend):
         return cpu_build.load()
 
     def details(self) -> str | None:
-        gemm = "int8 (torch._int_mm) for <= 8-bit layers" if _int_mm_works() else "float only (no CPU torch._int_mm)"
+        off = _int8_gemm_off()
+        gemm = "int8 (torch._int_mm) for <= 8-bit layers" if off is None else f"float ({off})"
         huge = "off (WCC_CPU_HUGE_PAGES=0)" if os.environ.get("WCC_CPU_HUGE_PAGES") == "0" else "on (>= 4 MiB)"
         return f"GEMM: {gemm}; huge-page outputs: {huge}"
 
@@ -126,13 +138,14 @@ class CPUBackend(Backend):
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
             return _WCCFunction.apply(x, weight, bias, act_alpha, config.levels, k, act_bits)
         alpha = alpha_value(act_alpha, x.dtype, act_bits)
+        if weight_codes is not None and (weight_codes.codes.shape != weight.shape
+                                         or weight_codes.codes.dtype != torch.int8):
+            raise ValueError(
+                f"cpu backend: weight_codes must be int8 shaped like the weight {tuple(weight.shape)}, "
+                f"got {weight_codes.codes.dtype} {tuple(weight_codes.codes.shape)}"
+            )
         codes, step = None, 1.0
-        if weight_codes is not None and 0 < act_bits <= 8 and _int_mm_works():
-            if weight_codes.codes.shape != weight.shape or weight_codes.codes.dtype != torch.int8:
-                raise ValueError(
-                    f"cpu backend: weight_codes must be int8 shaped like the weight {tuple(weight.shape)}, "
-                    f"got {weight_codes.codes.dtype} {tuple(weight_codes.codes.shape)}"
-                )
+        if weight_codes is not None and 0 < act_bits <= 8 and _int8_gemm_off() is None:
             codes, step = weight_codes.codes, weight_codes.step
         y, _, _ = torch.ops.wcc_cpu.forward(x, weight, bias, alpha, config.levels, k, act_bits, False, codes, step)
         return y
