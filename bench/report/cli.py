@@ -23,8 +23,9 @@ def add_rule_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--factor", type=float, default=1.1,
                    help="timing: flag when the rounds' medians moved by more than this factor (default 1.1) ...")
     g.add_argument("--alpha", type=float, default=0.01,
-                   help="... and their interval at this level (Bonferroni over the rows compared) excludes no "
-                        "change (default 0.01); the band between rounds is the row's own interval at this level")
+                   help="... and their test of no change is a discovery at this level (Benjamini-Hochberg step-up over "
+                        "the rows compared; default 0.01); the band between rounds is the row's own interval at "
+                        "this level")
     g.add_argument("--memory-factor", type=float, default=1.1, help="memory: flag above this factor (default 1.1)")
     g.add_argument("--calibration", metavar="FILE",
                    help="this machine's run-to-run noise, for records taken in separate sessions (default: "

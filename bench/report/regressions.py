@@ -13,8 +13,11 @@ Rules (:class:`Rules`):
 
 * **timing** (median seconds, lower is better): the verdict is computed on the rounds' medians,
   never on pooled raw samples (:mod:`bench.report.verdict` states the statistic): regressed when
-  the change is past ``factor`` (default 1.1) and its interval excludes 1 (at ``alpha``,
-  Bonferroni over the timing rows compared together); improved symmetrically; *inconclusive*
+  the change is past ``factor`` (default 1.1) and its test of no change is a discovery of the
+  step-up over the machine's timing rows compared together (Benjamini-Hochberg at ``alpha``);
+  improved symmetrically. WCC and QuantConv2d layer rows are judged relative to the dense layer
+  rows of the same rounds (:func:`bench.report.verdict.relative_to_reference`: a slow process
+  slows every row of its round), the dense rows raw; *inconclusive*
   when neither and the band between rounds is wider than the factor (it never fails a gate);
   otherwise unchanged. Records taken in separate sessions (different ``session``) also carry
   the run-to-run noise of the machine: ``run_to_run_sd`` where calibrated, else anything past
@@ -100,9 +103,10 @@ class Rules:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
 
     def describe(self) -> list[str]:
-        out = [f"timing: on the rounds' medians, change past x{self.factor:g} with its {1 - self.alpha:.0%} interval "
-               f"(Bonferroni over the rows) excluding 1; inconclusive when the band between rounds is wider than "
-               f"x{self.factor:g}; separately taken records: run-to-run noise "
+        out = [f"timing: on the rounds' medians (WCC / QuantConv2d layer rows relative to the dense rows of the "
+               f"same round), change past x{self.factor:g} and a discovery of the Benjamini-Hochberg step-up over the "
+               f"rows at {self.alpha:g}; inconclusive when the band between rounds is wider than x{self.factor:g}; "
+               f"separately taken records: run-to-run noise "
                + (f"calibrated for {len(self.run_to_run_sd)} machine(s)" if self.run_to_run_sd else
                   "not calibrated, so past the factor is inconclusive (use bench ab)"),
                f"memory: more than x{self.memory_factor:g} (single measurement)"]
@@ -144,14 +148,16 @@ def _frame(df: pd.DataFrame, bench: str, keys: list[Any], labels: list[str], met
                          "rounds": rounds, "session": session})
 
 
-def _round_medians(df: pd.DataFrame) -> list[list[float] | None]:
+def _round_medians(df: pd.DataFrame) -> list[list[float | None] | None]:
     """Per row, its rounds' medians; a row without ``rounds`` (older records) is one round, its median."""
-    out: list[list[float] | None] = []
+    out: list[list[float | None] | None] = []
     per_row = df["rounds"] if "rounds" in df else [None] * len(df)
     for rounds, med in zip(per_row, df["median_s"]):
         if isinstance(rounds, list) and rounds:
-            vals = [r.get("median_s") for r in rounds if isinstance(r, dict)]
-            out.append([float(v) for v in vals if v is not None])
+            # A failed round stays as None: round k of every row is the k-th process, which is
+            # what judging rows relative to their round's dense rows relies on.
+            vals = [r.get("median_s") if isinstance(r, dict) else None for r in rounds]
+            out.append([None if v is None else float(v) for v in vals])
         else:
             med = _opt(med)
             out.append(None if med is None else [float(med)])
@@ -254,10 +260,8 @@ def _latest(meas: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
 
 
 def _timing(row: dict[str, Any], rules: Rules) -> tuple[str, float | None, float | None, str]:
-    """(status, change = new/base, band, note) of one timing pair: the round verdict
-    (:func:`bench.report.verdict.round_verdict`) on the two sides' round medians."""
-    from bench.report.verdict import round_verdict
-
+    """(status, change = new/base, band, note) of one timing pair: its round verdict, made for the
+    machine's rows together (:func:`_round_verdicts`)."""
     b_err, n_err = row["error_base"], row["error_new"]
     if b_err or n_err:
         if b_err and n_err:
@@ -265,15 +269,16 @@ def _timing(row: dict[str, Any], rules: Rules) -> tuple[str, float | None, float
         if n_err:
             return "regressed", None, None, f"now fails: {n_err}"
         return "improved", None, None, f"now runs (failed before: {b_err})"
-    base, new = row["value_base"], row["value_new"]
-    rb, rn = row.get("rounds_base") or [], row.get("rounds_new") or []
-    if base is None or new is None or not base > 0 or not any(v > 0 for v in rb) or not any(v > 0 for v in rn):
+    v = row.get("_verdict")
+    if v is None:
         return "unchanged", None, None, "no median to compare"
-    same = row.get("session_base") is not None and row.get("session_base") == row.get("session_new")
-    v = round_verdict(rb, rn, factor=rules.factor, alpha=rules.alpha, prior=row.get("_prior"), same_session=same,
-                      run_to_run_sd=rules.run_to_run_sd.get(row["machine"]), family_size=row.get("_family") or 1)
-    rounds = f"{len(rb)} vs {len(rn)} rounds"
+    rounds = f"{len(_positive(row['rounds_base']))} vs {len(_positive(row['rounds_new']))} rounds"
     return v.status, v.change, v.band, f"{rounds}; {v.note}" if v.note else rounds
+
+
+def _positive(rounds: Any) -> list[float]:
+    """The usable round medians of a row (positive numbers; a failed round has none)."""
+    return [float(v) for v in rounds or [] if v is not None and v == v and v > 0]
 
 
 def _memory(row: dict[str, Any], rules: Rules) -> tuple[str, float | None, float | None, str]:
@@ -374,11 +379,11 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, rules: Rules | None = None,
     change = pd.Series(np.nan, index=pairs.index)
     band = pd.Series(np.nan, index=pairs.index)
     note = pd.Series("", index=pairs.index, dtype=object)
-    prior, family = _round_context(pairs)
+    verdicts = _round_verdicts(pairs, rules)
     for idx, row in zip(pairs.index, pairs.to_dict("records")):
         for k in ("value_base", "value_new", "error_base", "error_new", "session_base", "session_new"):
             row[k] = _opt(row[k])
-        row["_prior"], row["_family"] = prior.get(row["machine"]), family.get(row["machine"], 1)
+        row["_verdict"] = verdicts.get(idx)
         s, c, w, why = _RULES[row["rule_new"]](row, rules)
         status[idx], change[idx], note[idx] = s, np.nan if c is None else c, why
         band[idx] = np.nan if w is None else w
@@ -405,22 +410,29 @@ def _with_rounds(meas: pd.DataFrame) -> pd.DataFrame:
     return meas
 
 
-def _round_context(pairs: pd.DataFrame) -> tuple[dict[str, float], dict[str, int]]:
-    """Per machine, the prior between-round variance of the timing rows compared
-    (:func:`bench.report.verdict.prior_variance`) and how many timing rows are judged together."""
-    from bench.report.verdict import prior_variance
+def _round_verdicts(pairs: pd.DataFrame, rules: Rules) -> dict[Any, Any]:
+    """Per timing pair (index of ``pairs``): its round verdict. A machine's timing rows are one
+    family (:func:`bench.report.verdict.judge`: one step-up, a prior per kind of row); WCC and
+    QuantConv2d layer rows are judged relative to the dense layer rows timed in the same rounds
+    (same device and thread count), the dense rows themselves raw."""
+    from bench.report.verdict import judge
 
     timed = pairs[(pairs["rule_new"] == "timing") & pairs["error_base"].isna() & pairs["error_new"].isna()]
-    prior: dict[str, float] = {}
-    family: dict[str, int] = {}
+    out: dict[Any, Any] = {}
     for machine, grp in timed.groupby("machine", sort=False):
-        both = [(rb, rn) for rb, rn in zip(grp["rounds_base"], grp["rounds_new"])
-                if isinstance(rb, list) and isinstance(rn, list) and rb and rn]
-        family[str(machine)] = max(1, len(both))
-        p = prior_variance(both)
-        if p is not None:
-            prior[str(machine)] = p
-    return prior, family
+        rows = [(idx, key, rb or [], rn or [], _opt(sb), _opt(sn)) for idx, key, rb, rn, sb, sn
+                in zip(grp.index, grp["key"], grp["rounds_base"], grp["rounds_new"], grp["session_base"],
+                       grp["session_new"])]
+        rows = [r for r in rows if _positive(r[2]) and _positive(r[3])]
+        layer = [isinstance(r[1], LayerKey) for r in rows]
+        verdicts = judge(
+            [(r[2], r[3]) for r in rows], factor=rules.factor, alpha=rules.alpha,
+            same_session=[r[4] is not None and r[4] == r[5] for r in rows],
+            run_to_run_sd=rules.run_to_run_sd.get(str(machine)),
+            reference=[not (is_layer and r[1].op in _CHECKED_OPS) for r, is_layer in zip(rows, layer)],
+            groups=[(r[1].device, r[1].threads) if is_layer else "other" for r, is_layer in zip(rows, layer)])
+        out.update({r[0]: v for r, v in zip(rows, verdicts)})
+    return out
 
 
 def unmatched(base: pd.DataFrame, new: pd.DataFrame) -> tuple[int, int]:

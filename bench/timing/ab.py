@@ -15,9 +15,9 @@ compare``'s.
 
 ``--quick`` times ``bench timing --quick``'s forward layer rows, without the model and the
 deployed runtimes (neither changes with this repository's code, and they take most of a quick
-run), in
-:data:`bench.timing.rounds.QUICK_ROUNDS` rounds per side; the default is the full grid in
-:data:`bench.timing.rounds.DEFAULT_ROUNDS` rounds. Exit status: 1 when a row regressed, 0
+run); the default is the full grid. Either way :data:`bench.timing.rounds.AB_ROUNDS` rounds per
+side: the round is the unit of replication, and the count is what a 1.3x change needs on a noisy
+2-core machine. Exit status: 1 when a row regressed, 0
 otherwise (inconclusive rows never fail), 2 on bad arguments or when a revision cannot run.
 """
 
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["configure", "run"]
+__all__ = ["configure", "run", "round_argv"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the quick grid's forward layer rows (no model, no deployed runtimes), fewer rounds: a "
                              "few minutes")
     parser.add_argument("--rounds", type=int, metavar="N",
-                        help="rounds per revision, alternated A B A B (default 5, --quick 3; at least 2)")
+                        help="rounds per revision, alternated A B A B (default 10; at least 2)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="torch threads in each round (default 1, as asv: on a shared machine another tenant then "
                              "delays one round instead of every parallel region; 0: torch's default)")
@@ -112,12 +112,19 @@ def _has_process_clock(tree: Path) -> bool:
     return cli.is_file() and '"--clock"' in cli.read_text(encoding="utf-8")
 
 
-def _timing_argv(args: argparse.Namespace, tree: Path, round_index: int, process_clock: bool) -> list[str]:
-    argv = ["--device", args.device, "--no-peaks"] + (["--threads", str(args.threads)] if args.threads else [])
+def round_argv(*, device: str, quick: bool, threads: int, process_clock: bool) -> list[str]:
+    """The ``bench timing`` flags of one ``bench ab`` round (without ``--one-round``/``--rotate``);
+    the gate check (:mod:`bench.timing.gate_check`) times the same rounds."""
+    argv = ["--device", device, "--no-peaks"] + (["--threads", str(threads)] if threads else [])
     if process_clock:
         argv += ["--clock", "process"]
-    if args.quick:
+    if quick:
         argv += ["--quick", "--no-runtimes", "--no-model", "--directions", "fwd"]
+    return argv
+
+
+def _timing_argv(args: argparse.Namespace, tree: Path, round_index: int, process_clock: bool) -> list[str]:
+    argv = round_argv(device=args.device, quick=args.quick, threads=args.threads, process_clock=process_clock)
     if (tree / "bench" / "timing" / "rounds.py").is_file():  # a revision with rounds: one round per process
         argv += ["--one-round", "--rotate", str(round_index)]
     return argv
@@ -131,14 +138,14 @@ def run(args: argparse.Namespace) -> int:
     from bench.report.load import load_results
     from bench.report.regressions import compare, measurements
     from bench.store import ResultStore
-    from bench.timing.rounds import DEFAULT_ROUNDS, QUICK_ROUNDS, merge_rounds, new_session, run_round
+    from bench.timing.rounds import AB_ROUNDS, merge_rounds, new_session, run_round
 
     root = _repo_root()
     if report_errors("python -m bench ab", _check_args(args, root)):
         return 2
     assert root is not None  # _check_args said so
     rules = rules_from(args)
-    n = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
+    n = args.rounds or AB_ROUNDS
     shas = {"base": _resolve(root, args.base) or "", "new": _resolve(root, args.new) or ""}
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="wcc-ab-"))

@@ -52,10 +52,11 @@ def _frame(record: dict[str, Any]) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     from bench.report.regressions import Rules, compare
-    from bench.timing.rounds import MIN_ROUNDS, QUICK_ROUNDS, merge_rounds, new_session, run_round
+    from bench.timing.ab import round_argv
+    from bench.timing.rounds import AB_ROUNDS, MIN_ROUNDS, merge_rounds, new_session, run_round
 
     args = _parser().parse_args(argv)
-    rounds = args.rounds or QUICK_ROUNDS
+    rounds = args.rounds or AB_ROUNDS
     errors = [m for bad, m in ((args.pairs < 1, f"--pairs must be >= 1, got {args.pairs}"),
                                (rounds < MIN_ROUNDS, f"--rounds must be >= {MIN_ROUNDS}, got {rounds}"),
                                (not args.slowdown > 1, f"--slowdown must be > 1, got {args.slowdown}")) if bad]
@@ -68,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"python -m bench.timing.gate_check: {m}", file=sys.stderr)
         return 2
     # bench ab --quick's rounds (one thread, CPU time), on the cpu backend whose forward is planted.
-    argv_round = ["--device", "cpu", "--quick", "--no-peaks", "--no-runtimes", "--no-model", "--directions", "fwd",
-                  "--backends", "cpu", "--threads", "1", "--clock", "process", "--one-round"]
+    argv_round = [*round_argv(device="cpu", quick=True, threads=1, process_clock=True), "--backends", "cpu",
+                  "--one-round"]
     planted = ("-m", "bench.timing._planted", f"{args.slowdown}")
     start = time.perf_counter()
     aa_any = aa_rows = aa_total = 0

@@ -21,13 +21,15 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-__all__ = ["DEFAULT_ROUNDS", "QUICK_ROUNDS", "TIMING_ROUNDS", "TIMING_QUICK_ROUNDS", "MIN_ROUNDS", "rotate_groups",
+__all__ = ["AB_ROUNDS", "TIMING_ROUNDS", "TIMING_QUICK_ROUNDS", "MIN_ROUNDS", "rotate_groups",
            "merge_rounds", "run_round", "child_argv", "new_session"]
 
-#: ``bench ab``'s rounds per side (full / ``--quick``): the simulated detection of a 1.3x change
-#: at these counts is printed by tests/test_gate_stats.py.
-DEFAULT_ROUNDS = 5
-QUICK_ROUNDS = 3
+#: ``bench ab``'s rounds per side (and the gate check's). On this project's 2-core VM a row's round
+#: median scatters by ~10% between rounds even relative to its round's dense rows, so a 1.3x
+#: change of the 6 WCC rows of the quick grid is caught in every one of them in 98% of simulated
+#: pairs at 10 rounds, 88% at 8, 40% at 5 (tests/test_gate_stats.py prints the figures). A quick
+#: round takes ~15 s, so bench ab --quick takes ~6 min with the builds.
+AB_ROUNDS = 10
 #: ``bench timing``'s rounds (full / ``--quick``). Fewer: a record is compared with records taken
 #: at other times, where the noise between sessions dominates whatever the rounds add.
 TIMING_ROUNDS = 3
