@@ -141,9 +141,12 @@ def _calibrate(frames: list[Any], environment: dict[str, Any]) -> None:
         return
     sd = float(np.sqrt(np.median(variances)))
     machine, label = machine_of(environment)
-    path = write_calibration(machine, sd, sessions=len(frames), rows=len(variances), label=label)
+    key = next(iter(per_row))
+    setting = (str(key.source), str(key.threads))
+    path = write_calibration(machine, sd, sessions=len(frames), rows=len(variances), label=label, setting=setting)
     print(f"  run-to-run sd between sessions: {sd:.3f} (log time; median over {len(variances)} rows) -> {path}; "
-          f"bench compare / report judge separately taken records on this machine with it")
+          f"bench compare / report judge separately taken records on this machine timed the same way "
+          f"({setting[0]}, {setting[1]} thread(s)) with it")
 
 
 if __name__ == "__main__":
