@@ -50,7 +50,8 @@ def _calibration_file(tmp_path: Path, *roots: Path) -> str:
         meas = measurements(load_results(root))
         for machine in load_results(root).machines:
             # Calibrated under the setting these records were timed with (source, threads).
-            key = next(k for m, k, r in zip(meas["machine"], meas["key"], meas["rule"]) if m == machine and r == "timing")
+            key = next(k for m, k, r in zip(meas["machine"], meas["key"], meas["rule"])
+                       if m == machine and r == "timing")
             write_calibration(machine, RUN_TO_RUN_SD, sessions=5, rows=10, path=path, source="test",
                               setting=(key.source, key.threads))
     return str(path)
