@@ -190,3 +190,21 @@ def test_rows_are_judged_relative_to_their_rounds_dense_rows() -> None:
     assert gap[0][1] is None
     few = [dense[0], (dense[1][0], [None, 2.0, 2.0, 2.0]), dense[2], wcc]
     assert relative_to_reference(few, [True, True, True, False])[3] == (list(wcc[0]), list(wcc[1]))
+
+
+def test_gate_check_tallies_a_planted_pair() -> None:
+    import pandas as pd
+
+    from bench.rows import LayerKey
+    from bench.timing.gate_check import tally_planted
+
+    def key(op: str) -> LayerKey:
+        return LayerKey("timing:process-clock", "cpu", "1", "extra", "1x8x8@16x16", op, "fwd", "float32",
+                        "cpu" if op == "wcc" else None, "0.25" if op == "wcc" else "-", "3" if op == "wcc" else "-")
+
+    frame = pd.DataFrame({"rule": ["timing", "timing", "timing", "timing", "memory"],
+                          "key": [key("wcc"), key("wcc"), key("dense_nchw"), key("quantconv"), key("wcc")],
+                          "status": ["regressed", "inconclusive", "regressed", "unchanged", "regressed"],
+                          "change": [1.3, 1.2, 1.15, 1.0, 2.0]})
+    hit, wcc, others = tally_planted(frame)
+    assert (hit, len(wcc), others) == (1, 2, 1)

@@ -47,8 +47,13 @@ def _calibration_file(tmp_path: Path, *roots: Path) -> str:
 
     path = tmp_path / "run-to-run.json"
     for root in roots:
+        meas = measurements(load_results(root))
         for machine in load_results(root).machines:
-            write_calibration(machine, RUN_TO_RUN_SD, sessions=5, rows=10, path=path, source="test")
+            # Calibrated under the setting these records were timed with (source, threads).
+            key = next(k for m, k, r in zip(meas["machine"], meas["key"], meas["rule"])
+                       if m == machine and r == "timing")
+            write_calibration(machine, RUN_TO_RUN_SD, sessions=5, rows=10, path=path, source="test",
+                              setting=(key.source, key.threads))
     return str(path)
 
 
@@ -120,6 +125,10 @@ def test_timing_rule_on_one_round_or_separate_sessions():
     # ... unless the machine's run-to-run noise is calibrated.
     assert compare(base, new, Rules(run_to_run_sd={"m1": 0.02})).iloc[0]["status"] == "regressed"
     assert compare(base, new, Rules(run_to_run_sd={"m1": 0.2})).iloc[0]["status"] == "inconclusive"
+    # A calibration measured under another setting (the gate check's one thread in CPU time) says
+    # nothing about rows timed otherwise: they stay inconclusive.
+    other = Rules(run_to_run_sd={"m1": 0.02}, calibrated_setting={"m1": ("timing:process-clock", "1")})
+    assert compare(base, new, other).iloc[0]["status"] == "inconclusive"
     # Interleaved rounds of one session need no calibration.
     assert compare(base, _meas("b", {"k": (1.3, [1.3, 1.31, 1.29])})).iloc[0]["status"] == "regressed"
 
@@ -495,3 +504,21 @@ def test_accuracy_table_shows_drops_against_each_tables_own_fp32_row():
     assert table_start(group) == f"FP32 = checkpoint best.pth (sha256 {'ab' * 6}), evaluated as it is"
     group = group.drop(columns=["init_checkpoint"])
     assert table_start(group) == "FP32 trained from random initialization"
+
+
+def test_calibration_file_records_its_setting(tmp_path: Path) -> None:
+    from bench.report.calibration import GATE_SETTING, load_calibration, write_calibration
+
+    path = tmp_path / "cal.json"
+    write_calibration("m1", 0.05, sessions=2, rows=18, path=path, setting=("timing", "2"))
+    write_calibration("m2", 0.04, sessions=2, rows=18, path=path)
+    assert load_calibration(path) == {"m1": (0.05, ("timing", "2")), "m2": (0.04, GATE_SETTING)}
+    # An entry written before settings were recorded was the gate check's: its setting.
+    data = json.loads(path.read_text())
+    del data["machines"]["m1"]["setting"]
+    path.write_text(json.dumps(data))
+    assert load_calibration(path)["m1"] == (0.05, GATE_SETTING)
+    data["machines"]["m1"]["setting"] = {"source": "timing"}
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="bad setting"):
+        load_calibration(path)

@@ -22,7 +22,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["default_path", "load_calibration", "write_calibration", "SCHEMA"]
+__all__ = ["default_path", "load_calibration", "write_calibration", "SCHEMA", "GATE_SETTING", "Setting"]
+
+#: A timing setting: (``source`` of the rows, i.e. ``timing`` or ``timing:process-clock``, torch
+#: threads as text). Run-to-run noise depends on it - on the 2-core VM, separately taken
+#: ``bench timing --quick`` records (2 threads, wall clock) differ by up to x1.85 on unchanged
+#: code, far more than the one-thread CPU-time rounds of the gate check - so a calibration
+#: applies only to rows timed under the setting it was measured under.
+Setting = tuple[str, str]
+#: The setting of the gate check's rounds (bench ab's: one thread, CPU time); entries written
+#: before settings were recorded were measured under it.
+GATE_SETTING: Setting = ("timing:process-clock", "1")
 
 SCHEMA = "wcc-bench/calibration/v1"
 
@@ -51,27 +61,40 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_calibration(path: str | os.PathLike[str] | None = None) -> dict[str, float]:
-    """machine id -> run-to-run sd from ``path`` (default :func:`default_path`; a missing default
-    file is no calibration, a missing named one an error). Raises ValueError on a bad file."""
+def load_calibration(path: str | os.PathLike[str] | None = None) -> dict[str, tuple[float, Setting]]:
+    """machine id -> (run-to-run sd, the :data:`Setting` it was measured under) from ``path``
+    (default :func:`default_path`; a missing default file is no calibration, a missing named one
+    an error). Raises ValueError on a bad file."""
     p = Path(path) if path is not None else default_path()
     if not p.is_file():
         if path is not None:
             raise ValueError(f"{p}: no such calibration file (nox -s gate_check writes one)")
         return {}
-    return {m: float(e["run_to_run_sd"]) for m, e in _read(p)["machines"].items()}
+    out: dict[str, tuple[float, Setting]] = {}
+    for machine, entry in _read(p)["machines"].items():
+        setting = entry.get("setting")
+        if isinstance(setting, dict) and all(isinstance(setting.get(k), str) for k in ("source", "threads")):
+            out[machine] = (float(entry["run_to_run_sd"]), (setting["source"], setting["threads"]))
+        elif setting is None:
+            out[machine] = (float(entry["run_to_run_sd"]), GATE_SETTING)
+        else:
+            raise ValueError(f"{p}: machine {machine!r} has a bad setting {setting!r} "
+                             f"(expected {{'source': str, 'threads': str}})")
+    return out
 
 
 def write_calibration(machine: str, sd: float, *, sessions: int, rows: int, label: str = "",
-                      source: str = "nox -s gate_check", path: str | os.PathLike[str] | None = None) -> Path:
-    """Store ``machine``'s run-to-run sd (replacing its earlier entry, keeping other machines')."""
+                      source: str = "nox -s gate_check", setting: Setting = GATE_SETTING,
+                      path: str | os.PathLike[str] | None = None) -> Path:
+    """Store ``machine``'s run-to-run sd under ``setting`` (replacing its earlier entry, keeping
+    other machines')."""
     from bench.store import atomic_write_text
 
     p = Path(path) if path is not None else default_path()
     data: dict[str, Any] = _read(p) if p.is_file() else {"schema": SCHEMA, "machines": {}}
     machines: dict[str, Any] = data["machines"]
     machines[machine] = {"run_to_run_sd": float(sd), "sessions": sessions, "rows": rows, "label": label,
-                                 "source": source,
+                         "source": source, "setting": {"source": setting[0], "threads": setting[1]},
                                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     atomic_write_text(p, json.dumps(data, indent=2, sort_keys=True) + "\n")
     return p

@@ -41,8 +41,10 @@ def rules_from(args: argparse.Namespace):  # -> Rules (imported lazily)
     from bench.report.calibration import load_calibration
     from bench.report.regressions import Rules
 
+    calibration = load_calibration(getattr(args, "calibration", None))
     return Rules(factor=args.factor, alpha=args.alpha, memory_factor=args.memory_factor,
-                 drift_check=args.drift_check, run_to_run_sd=load_calibration(getattr(args, "calibration", None)))
+                 drift_check=args.drift_check, run_to_run_sd={m: sd for m, (sd, _) in calibration.items()},
+                 calibrated_setting={m: setting for m, (_, setting) in calibration.items()})
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -95,6 +95,10 @@ class Rules:
     #: machine id -> sd of log time between separately taken runs (a calibration of that machine's
     #: run-to-run noise); machines without one get "inconclusive" past the factor across sessions.
     run_to_run_sd: Mapping[str, float] = field(default_factory=dict)
+    #: machine id -> the setting (row ``source``, threads) its run-to-run sd was measured under
+    #: (:data:`bench.report.calibration.Setting`); the sd applies only to rows of that setting. A
+    #: machine without an entry here: to every setting.
+    calibrated_setting: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.factor > 1 or not self.memory_factor > 1:
@@ -428,11 +432,22 @@ def _round_verdicts(pairs: pd.DataFrame, rules: Rules) -> dict[Any, Any]:
         verdicts = judge(
             [(r[2], r[3]) for r in rows], factor=rules.factor, alpha=rules.alpha,
             same_session=[r[4] is not None and r[4] == r[5] for r in rows],
-            run_to_run_sd=rules.run_to_run_sd.get(str(machine)),
+            run_to_run_sd=[_calibrated_sd(rules, str(machine), r[1]) for r in rows],
             reference=[not (is_layer and r[1].op in _CHECKED_OPS) for r, is_layer in zip(rows, layer)],
             groups=[(r[1].device, r[1].threads) if is_layer else "other" for r, is_layer in zip(rows, layer)])
         out.update({r[0]: v for r, v in zip(rows, verdicts)})
     return out
+
+
+def _calibrated_sd(rules: Rules, machine: str, key: Any) -> float | None:
+    """The machine's run-to-run sd where it was calibrated for ``key``'s setting (its ``source``
+    and thread count), else None: noise between runs measured under one setting says little
+    about another (one thread in CPU time against two threads on the wall clock)."""
+    sd = rules.run_to_run_sd.get(machine)
+    setting = rules.calibrated_setting.get(machine)
+    if sd is None or setting is None:
+        return sd
+    return sd if (getattr(key, "source", None), getattr(key, "threads", None)) == tuple(setting) else None
 
 
 def unmatched(base: pd.DataFrame, new: pd.DataFrame) -> tuple[int, int]:

@@ -250,7 +250,7 @@ def round_verdict(test: RoundTest, *, factor: float, alpha: float, significant: 
 
 
 def judge(pairs: Sequence[tuple[Sequence[float | None], Sequence[float | None]]], *, factor: float, alpha: float,
-          same_session: bool | Sequence[bool], run_to_run_sd: float | None = None,
+          same_session: bool | Sequence[bool], run_to_run_sd: float | None | Sequence[float | None] = None,
           reference: Sequence[bool] | None = None, groups: Sequence[Hashable] | None = None) -> list[RoundVerdict]:
     """The verdicts of a family of rows judged together: per row, base rounds and new rounds,
     aligned by round as :func:`relative_to_reference` takes them.
@@ -258,14 +258,15 @@ def judge(pairs: Sequence[tuple[Sequence[float | None], Sequence[float | None]]]
     Steps: within each of ``groups`` (rows timed in the same processes under the same settings,
     e.g. one thread count; default: one group), the rows that are not ``reference`` are made
     relative to the group's reference rows; a prior variance per kind of row (reference, relative:
-    their noise differs); each row's :func:`round_test` (``same_session``: one flag for all, or
-    one per row); the :func:`step_up` over the whole family at ``alpha``; each row's
+    their noise differs); each row's :func:`round_test` (``same_session`` and ``run_to_run_sd``: one
+    value for all, or one per row); the :func:`step_up` over the whole family at ``alpha``; each row's
     :func:`round_verdict`.
     """
     n_rows = len(pairs)
     ref = list(reference) if reference is not None else [True] * n_rows
     keys = list(groups) if groups is not None else [0] * n_rows
     same = [same_session] * n_rows if isinstance(same_session, bool) else list(same_session)
+    sds = list(run_to_run_sd) if isinstance(run_to_run_sd, Sequence) else [run_to_run_sd] * n_rows
     adjusted: list[tuple[list[float | None], list[float | None]]] = [(list(b), list(n)) for b, n in pairs]
     if reference is not None:
         for key in dict.fromkeys(keys):
@@ -274,7 +275,7 @@ def judge(pairs: Sequence[tuple[Sequence[float | None], Sequence[float | None]]]
                 adjusted[i] = row
     clean = [([v for v in b if v is not None], [v for v in n if v is not None]) for b, n in adjusted]
     priors = {kind: prior_variance([p for p, r in zip(clean, ref) if r == kind]) for kind in (True, False)}
-    tests = [round_test(b, n, factor=factor, prior=priors[r], same_session=sm, run_to_run_sd=run_to_run_sd)
-             for (b, n), r, sm in zip(clean, ref, same)]
+    tests = [round_test(b, n, factor=factor, prior=priors[r], same_session=sm, run_to_run_sd=sd)
+             for (b, n), r, sm, sd in zip(clean, ref, same, sds)]
     hits = step_up([t.p for t in tests], alpha)
     return [round_verdict(t, factor=factor, alpha=alpha, significant=h) for t, h in zip(tests, hits)]

@@ -21,7 +21,9 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["main"]
+import numpy as np
+
+__all__ = ["main", "tally_planted"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,15 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         aa_any += bad > 0
         aa_rows += bad
         aa_total += len(aa)
-        pl = compare(frames["A"], frames["C"], rules)
-        pl = pl[pl["rule"] == "timing"]
-        ops = [key.op for key in pl["key"]]
-        wcc = pl[[op == "wcc" for op in ops]]
-        hit = int((wcc["status"] == "regressed").sum())
+        hit, wcc, others = tally_planted(compare(frames["A"], frames["C"], rules))
         det_rows += hit
         det_total += len(wcc)
         det_all += hit == len(wcc)
-        dense_bad += int(((pl["status"] == "regressed") & [op != "wcc" for op in ops]).sum())
+        dense_bad += others
         print(f"[gate_check {time.perf_counter() - start:5.0f} s] session {k + 1}/{args.pairs}: A/A {bad} of "
               f"{len(aa)} rows regressed ({int((aa['status'] == 'inconclusive').sum())} inconclusive); planted "
               f"x{args.slowdown:g}: {hit} of {len(wcc)} WCC cpu rows regressed (changes "
@@ -120,11 +118,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def tally_planted(result: Any) -> tuple[int, Any, int]:
+    """From a planted pair's ``compare`` frame: (WCC rows regressed, the WCC timing rows, other
+    timing rows regressed - false alarms, since only the WCC forward was slowed)."""
+    timed = result[result["rule"] == "timing"]
+    is_wcc = np.asarray([getattr(key, "op", None) == "wcc" for key in timed["key"]], dtype=bool)
+    regressed = (timed["status"] == "regressed").to_numpy()
+    wcc = timed[is_wcc]
+    return int(regressed[is_wcc].sum()), wcc, int(regressed[~is_wcc].sum())
+
+
 def _calibrate(frames: list[Any], environment: dict[str, Any]) -> None:
     """Store the run-to-run sd: per row, the sd over sessions of the side's mean log round median
     (what bench.report.verdict compares between separately taken records); the median over rows."""
-    import numpy as np
-
     from bench.report.calibration import write_calibration
     from bench.report.load import machine_of
     from bench.report.verdict import log_rounds
@@ -141,9 +147,12 @@ def _calibrate(frames: list[Any], environment: dict[str, Any]) -> None:
         return
     sd = float(np.sqrt(np.median(variances)))
     machine, label = machine_of(environment)
-    path = write_calibration(machine, sd, sessions=len(frames), rows=len(variances), label=label)
+    key = next(iter(per_row))
+    setting = (str(key.source), str(key.threads))
+    path = write_calibration(machine, sd, sessions=len(frames), rows=len(variances), label=label, setting=setting)
     print(f"  run-to-run sd between sessions: {sd:.3f} (log time; median over {len(variances)} rows) -> {path}; "
-          f"bench compare / report judge separately taken records on this machine with it")
+          f"bench compare / report judge separately taken records on this machine timed the same way "
+          f"({setting[0]}, {setting[1]} thread(s)) with it")
 
 
 if __name__ == "__main__":
