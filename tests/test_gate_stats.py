@@ -65,7 +65,8 @@ def _simulate_pair(rng: np.random.Generator, rounds: int, slowdown: float = 1.0,
 
 
 def _verdicts(pairs: list[tuple[list[float], list[float]]]) -> list[str]:
-    return [v.status for v in judge(pairs, factor=FACTOR, alpha=ALPHA, same_session=True, reference=list(REFERENCE))]
+    verdicts = judge(pairs, factor=FACTOR, alpha=ALPHA, same_session=[True] * len(pairs), reference=list(REFERENCE))
+    return [v.status for v in verdicts]
 
 
 def _rates(n: int, seed: int, **kw: object) -> tuple[float, float, float]:
@@ -152,9 +153,14 @@ def test_separate_runs_without_calibration_are_inconclusive_beyond_the_factor() 
 
 
 def test_single_round_records_have_no_band() -> None:
-    v = judge([([1.0], [1.5])], factor=FACTOR, alpha=ALPHA, same_session=True)[0]
+    v = judge([([1.0], [1.5])], factor=FACTOR, alpha=ALPHA, same_session=[True])[0]
     assert v.status == "inconclusive" and math.isinf(v.band)
-    assert judge([([1.0], [1.02])], factor=FACTOR, alpha=ALPHA, same_session=True)[0].status == "unchanged"
+    assert judge([([1.0], [1.02])], factor=FACTOR, alpha=ALPHA, same_session=[True])[0].status == "unchanged"
+
+
+def test_judge_wants_one_session_flag_per_row() -> None:
+    with pytest.raises(ValueError, match="2 rows but 1 same_session"):
+        judge([([1.0], [1.0]), ([1.0], [1.0])], factor=FACTOR, alpha=ALPHA, same_session=[True])
 
 
 @pytest.mark.parametrize("bad", [[], [0.0], [-1.0]])

@@ -13,6 +13,7 @@ import torch
 import wcc
 from wcc.backends import ENV_VAR, backend_status, forced_backend, get_backend, list_backends
 from wcc.config import WCCConfig
+from wcc.cpu_features import int8_dot_product_isa
 
 _PROBE_SHAPE = (1, 8, 64, 64)
 
@@ -54,6 +55,7 @@ def info_lines() -> list[str]:
         f"torch {torch.__version__} (cuda build: {torch.version.cuda or 'no'}, "
         f"cuda available: {torch.cuda.is_available()})",
         f"threads: {torch.get_num_threads()}",
+        f"int8 dot products (x86 VNNI/AMX): {int8_dot_product_isa() or 'none'}",
         f"{ENV_VAR}={forced_backend() or '(unset: auto)'}",
         "backends (auto tries them in this order):",
     ]

@@ -250,7 +250,7 @@ def round_verdict(test: RoundTest, *, factor: float, alpha: float, significant: 
 
 
 def judge(pairs: Sequence[tuple[Sequence[float | None], Sequence[float | None]]], *, factor: float, alpha: float,
-          same_session: bool | Sequence[bool], run_to_run_sd: float | None | Sequence[float | None] = None,
+          same_session: Sequence[bool], run_to_run_sd: Sequence[float | None] | None = None,
           reference: Sequence[bool] | None = None, groups: Sequence[Hashable] | None = None) -> list[RoundVerdict]:
     """The verdicts of a family of rows judged together: per row, base rounds and new rounds,
     aligned by round as :func:`relative_to_reference` takes them.
@@ -259,14 +259,16 @@ def judge(pairs: Sequence[tuple[Sequence[float | None], Sequence[float | None]]]
     e.g. one thread count; default: one group), the rows that are not ``reference`` are made
     relative to the group's reference rows; a prior variance per kind of row (reference, relative:
     their noise differs); each row's :func:`round_test` (``same_session`` and ``run_to_run_sd``: one
-    value for all, or one per row); the :func:`step_up` over the whole family at ``alpha``; each row's
-    :func:`round_verdict`.
+    value per row; no ``run_to_run_sd``: no row is calibrated); the :func:`step_up` over the whole
+    family at ``alpha``; each row's :func:`round_verdict`.
     """
     n_rows = len(pairs)
     ref = list(reference) if reference is not None else [True] * n_rows
     keys = list(groups) if groups is not None else [0] * n_rows
-    same = [same_session] * n_rows if isinstance(same_session, bool) else list(same_session)
-    sds = list(run_to_run_sd) if isinstance(run_to_run_sd, Sequence) else [run_to_run_sd] * n_rows
+    same = list(same_session)
+    sds = list(run_to_run_sd) if run_to_run_sd is not None else [None] * n_rows
+    if len(same) != n_rows or len(sds) != n_rows:
+        raise ValueError(f"judge: {n_rows} rows but {len(same)} same_session and {len(sds)} run_to_run_sd values")
     adjusted: list[tuple[list[float | None], list[float | None]]] = [(list(b), list(n)) for b, n in pairs]
     if reference is not None:
         for key in dict.fromkeys(keys):

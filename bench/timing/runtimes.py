@@ -168,12 +168,9 @@ def _u8s8_saturates() -> bool:
     """True on x86 without VNNI, where ONNX Runtime's u8 x s8 kernels add pairs of products in
     int16 (AVX2 ``vpmaddubsw``) and saturate: measured here, a QDQ 1x1 conv came out 40% off.
     ORT's quantization guide prescribes ``reduce_range`` (7-bit weights) on such CPUs."""
-    import platform
+    from wcc.cpu_features import int8_dot_product_isa, is_x86
 
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    probe = getattr(torch.cpu, "_is_vnni_supported", None)
-    return not (probe is not None and probe())
+    return is_x86() and int8_dot_product_isa() is None
 
 
 def quantize_qdq(fp32_path: Path, out_path: Path, calib: list[torch.Tensor],

@@ -40,6 +40,7 @@ import torch
 from wcc.backends._compiled import alpha_value, wcc_function
 from wcc.backends._registry import Backend, BackendUnavailableError, register_backend
 from wcc.config import WCCConfig
+from wcc.cpu_features import int8_dot_product_isa
 from wcc.haar import padded_size
 from wcc.rules import keep_count
 
@@ -69,8 +70,7 @@ def _int8_gemm_off() -> str | None:
             return "torch._int_mm gives a wrong product on this CPU"
     except (AttributeError, RuntimeError, NotImplementedError):
         return "this torch build has no CPU torch._int_mm"
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_vnni_supported", "_is_amx_tile_supported")]
-    if not any(probe is not None and probe() for probe in probes):
+    if int8_dot_product_isa() is None:
         return "this CPU has neither VNNI nor AMX, where torch._int_mm is a slow generic loop"
     return None
 
