@@ -9,13 +9,15 @@ import time
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    from bench.tables.profiles import PROFILES
+
     p.description = (
         "Train/fine-tune every row of the published Cityscapes and KITTI tables with the staged recipe "
         "(FP32 -> 8/8 -> lower bits; 8/8 -> WCC 50% -> 25% -> 12.5%), evaluate, and print the tables with "
         "the paper's numbers side by side. Resumable: rerun the same command (same --out) after an "
         "interruption; finished rows are reused, a row in progress continues from its last checkpoint."
     )
-    p.add_argument("--profile", default="synthetic", choices=["smoke", "synthetic", "synthetic-256", "paper"],
+    p.add_argument("--profile", default="synthetic", choices=sorted(PROFILES),
                    help="smoke: minutes, numbers meaningless; synthetic (default): SynthStreets 96x192 on CPU, "
                         "~20 min; synthetic-256: SynthStreets 256x512, FP32 rows from a SynthStreets checkpoint "
                         "built once by bench pretrain (cached under OUT/pretrain); paper: real data from "

@@ -26,6 +26,7 @@ __all__ = ["LoadedCheckpoint", "load_table_checkpoint", "row_for", "evaluate_che
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    from bench.tables.profiles import PROFILES
     from wcc.data.synthetic import parse_size
 
     p.description = (
@@ -43,7 +44,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="with WCC: 50%%, 25%% or 12.5%% (implies --precision 8/8)")
     p.add_argument("--data-root", default=None,
                    help="real data: a folder holding cityscapes/ and kitti/ (default: SynthStreets under --out)")
-    p.add_argument("--profile", default=None, choices=["smoke", "synthetic", "synthetic-256", "paper"],
+    p.add_argument("--profile", default=None, choices=sorted(PROFILES),
                    help="whose data and evaluation size (default: paper with --data-root, else synthetic)")
     p.add_argument("--eval-size", type=parse_size, default=None, metavar="HxW",
                    help="resize the evaluation images to HxW (default: the profile's size)")
