@@ -240,3 +240,32 @@ def test_resolution_ablation_record_and_report_plot(tmp_path, capsys):
             assert r["drop_vs_q8_8"]["abs_rel"] == 0
     build_reports(tmp_path / "res", tmp_path / "reports")
     assert list((tmp_path / "reports").rglob("resolution_ablation_kitti.png"))
+
+
+def test_pretrain_shipped_checkpoint_is_used_only_when_its_recipe_matches(tmp_path, capsys):
+    import shutil
+
+    from bench.tables.pretrain import build_pretrain, ensure_pretrain
+
+    built = build_pretrain("smoke", "kitti", tmp_path / "a", "cpu", progress=False)
+    ship = tmp_path / "ship"
+    ship.mkdir()
+    for f in (built, built.with_suffix(".json")):
+        shutil.copy(f, ship / f.name)
+    # Nothing in the run's own folder: the shipped file starts the table, nothing is trained.
+    assert ensure_pretrain("smoke", "kitti", tmp_path / "b", "cpu", progress=False, shipped=ship) == ship / built.name
+    assert not (tmp_path / "b" / "pretrain").exists()
+    assert "FP32 starts from" in capsys.readouterr().err
+    # A shipped file built with another recipe than the profile's is not silently used: it builds.
+    side = ship / built.with_suffix(".json").name
+    meta = json.loads(side.read_text())
+    meta["recipe"]["steps"] += 1
+    side.write_text(json.dumps(meta))
+    got = ensure_pretrain("smoke", "kitti", tmp_path / "b", "cpu", progress=False, shipped=ship)
+    assert got == tmp_path / "b" / "pretrain" / built.name and got.is_file()
+    assert "another recipe" in capsys.readouterr().err
+    # A file that changed since bench pretrain wrote it is an error, never used.
+    shutil.copy(built.with_suffix(".json"), side)
+    (ship / built.name).write_bytes((ship / built.name).read_bytes() + b"x")
+    with pytest.raises(ValueError, match="sha256 differs"):
+        ensure_pretrain("smoke", "kitti", tmp_path / "c", "cpu", progress=False, shipped=ship)

@@ -11,9 +11,12 @@ code; this command makes it, once, with a fixed seed:
   --init-checkpoint`` read as they read VainF's;
 * ``<same>.json``: the same facts and the checkpoint's sha256, readable without torch.
 
-A profile with ``pretrain_steps`` (``bench tables --profile synthetic-256``) builds the file on
-first use and reuses it afterwards; a file whose sha256 no longer matches its ``.json`` is an
-error, never silently reused.
+A profile with ``pretrain_steps`` (``bench tables``' default, ``synthetic-256``) takes, in order:
+the file in ``<out>/pretrain/``; the one shipped with the repository in ``results/pretrain/``
+(built by this command, committed with its ``.json``); else it builds the file once. A file is
+used only when its ``.json`` records the recipe, steps and seed the profile asks for now (a
+changed profile rebuilds rather than silently starting from another model), and a file whose
+sha256 no longer matches its ``.json`` is an error, never silently reused.
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["pretrain_path", "ensure_pretrain", "build_pretrain"]
+__all__ = ["SHIPPED_DIR", "pretrain_path", "pretrain_recipe", "ensure_pretrain", "build_pretrain"]
+
+# The checkpoints committed with the repository (results/pretrain/, next to the results they
+# start). Absent in an installed (non-editable) package: the profile then builds its own.
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "results" / "pretrain"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -55,6 +62,17 @@ def pretrain_path(out: str | Path, profile_name: str, table: str) -> Path:
     return Path(out) / "pretrain" / f"{profile_name}-{table}-fp32.pt"
 
 
+def pretrain_recipe(profile_name: str, table: str, steps: int | None = None, seed: int = 0) -> Any:
+    """The recipe of a profile's pretrain of ``table``: its FP32 recipe with the pretrain steps
+    (``steps``, else the profile's ``pretrain_steps``, else its FP32 steps) and ``seed``."""
+    from bench.tables.profiles import get_profile
+
+    profile = get_profile(profile_name)
+    base = profile.recipes[table]
+    n = steps or (profile.pretrain_steps or {}).get(table) or base.steps
+    return base.replace(steps=n, seed=seed)
+
+
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -80,9 +98,8 @@ def build_pretrain(profile_name: str, table: str, out: str | Path, device: str, 
     if profile.data != "synthetic":
         raise ValueError(f"profile {profile_name!r} uses real data; bench pretrain makes SynthStreets checkpoints "
                          f"(for real data start from VainF's checkpoint with bench tables --init-checkpoint)")
-    base = profile.recipes[table]
-    n = steps or (profile.pretrain_steps or {}).get(table) or base.steps
-    recipe = base.replace(steps=n, seed=seed)
+    recipe = pretrain_recipe(profile_name, table, steps, seed)
+    n = recipe.steps
     data = table_data(profile_name, table, out, None, device, progress=progress)
     path = pretrain_path(out, profile_name, table)
     work = path.parent / "work" / f"{profile_name}-{table}-seed{seed}-steps{n}"
@@ -113,19 +130,43 @@ def build_pretrain(profile_name: str, table: str, out: str | Path, device: str, 
     return path
 
 
-def ensure_pretrain(profile_name: str, table: str, out: str | Path, device: str, progress: bool = True) -> Path:
-    """The profile's pretrain checkpoint of ``table``, built on first use; checked against its sha256."""
+def _usable(path: Path, profile_name: str, table: str) -> str | None:
+    """Why the checkpoint at ``path`` (with its ``.json``) cannot start the profile's ``table``
+    (None: it can). A file whose sha256 differs from its ``.json`` raises: it changed since
+    bench pretrain wrote it, and guessing which of the two is right would hide that."""
     from wcc.train.checkpoint import file_sha256
 
-    path = pretrain_path(out, profile_name, table)
     side = path.with_suffix(".json")
-    if path.is_file() and side.is_file():
-        want = json.loads(side.read_text()).get("sha256")
-        if file_sha256(path) != want:
-            raise ValueError(f"{path}: sha256 differs from the one in {side}; the file changed since bench pretrain "
-                             f"wrote it. Remove both and rerun to rebuild it")
-        _say(f"{table}: FP32 starts from {path} (built earlier by bench pretrain)")
-        return path
+    if not (path.is_file() and side.is_file()):
+        return f"{path} or its .json is missing"
+    meta = json.loads(side.read_text())
+    if file_sha256(path) != meta.get("sha256"):
+        raise ValueError(f"{path}: sha256 differs from the one in {side}; the file changed since bench pretrain "
+                         f"wrote it. Remove both and rerun to rebuild it")
+    want = json.loads(json.dumps(pretrain_recipe(profile_name, table).to_dict()))  # as the .json holds it
+    if meta.get("recipe") != want or meta.get("profile") != profile_name or meta.get("table") != table:
+        return (f"{path} was built with another recipe ({meta.get('steps')} steps, seed {meta.get('seed')}) than "
+                f"profile {profile_name} asks for now ({want['steps']} steps, seed {want['seed']})")
+    return None
+
+
+def ensure_pretrain(profile_name: str, table: str, out: str | Path, device: str, progress: bool = True,
+                    shipped: Path | None = SHIPPED_DIR) -> Path:
+    """The profile's pretrain checkpoint of ``table``: the one in ``<out>/pretrain/``, else the
+    one shipped in ``shipped`` (the repository's ``results/pretrain/``), else built once now."""
+    path = pretrain_path(out, profile_name, table)
+    candidates = [path] + ([shipped / path.name] if shipped is not None else [])
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        why = _usable(candidate, profile_name, table)
+        if why is None:
+            meta = json.loads(candidate.with_suffix(".json").read_text())
+            shown = {k: v for k, v in meta.get("metrics", {}).items() if k in ("miou", "abs_rel") and v is not None}
+            _say(f"{table}: FP32 starts from {candidate} (bench pretrain, {meta['steps']} steps, seed {meta['seed']}, "
+                 f"commit {str(meta.get('commit'))[:8]}, {shown})")
+            return candidate
+        _say(f"{table}: not using {candidate}: {why}")
     _say(f"{table}: building the SynthStreets FP32 checkpoint once ({path}); later runs reuse it")
     return build_pretrain(profile_name, table, out, device, progress=progress)
 
@@ -165,4 +206,6 @@ def run(args: argparse.Namespace) -> int:
         shown = {k: v for k, v in side["metrics"].items() if k in ("miou", "abs_rel", "rmse") and v is not None}
         print(f"{table}: wrote {path} (sha256 {side['sha256'][:12]}, {path.stat().st_size / 2**20:.1f} MiB); "
               f"{side['steps']} steps, seed {side['seed']}, {shown}; {time.perf_counter() - t0:.0f} s")
+        print(f"  to ship it (bench tables then starts from it on a fresh clone): copy it and its .json to "
+              f"{SHIPPED_DIR}/ and commit both")
     return 0
