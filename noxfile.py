@@ -263,7 +263,8 @@ def bench_gpu(session: nox.Session) -> None:
 
 @nox.session(venv_params=VENV_PARAMS)
 def reproduce_tables(session: nox.Session) -> None:
-    """Rebuild the Cityscapes and KITTI tables (default: SynthStreets on CPU, ~20 min).
+    """Rebuild the Cityscapes and KITTI tables (default: SynthStreets 512x1024 on CPU from the shipped
+    FP32 checkpoints, ~20 min).
 
     Arguments after ``--`` go to ``python -m bench tables`` (e.g. ``-- --profile paper
     --data-root /data``; ``-- --help`` lists them). Interrupted? Run it again: it resumes.

@@ -256,9 +256,13 @@ def test_pretrain_shipped_checkpoint_is_used_only_when_its_recipe_matches(tmp_pa
     assert ensure_pretrain("smoke", "kitti", tmp_path / "b", "cpu", progress=False, shipped=ship) == ship / built.name
     assert not (tmp_path / "b" / "pretrain").exists()
     assert "FP32 starts from" in capsys.readouterr().err
-    # A shipped file built with another recipe than the profile's is not silently used: it builds.
+    # The later rows' fine-tune settings do not shape the pretrained weights: still used.
     side = ship / built.with_suffix(".json").name
     meta = json.loads(side.read_text())
+    meta["recipe"]["finetune_steps"] += 1
+    side.write_text(json.dumps(meta))
+    assert ensure_pretrain("smoke", "kitti", tmp_path / "b", "cpu", progress=False, shipped=ship) == ship / built.name
+    # A shipped file built with another recipe than the profile's is not silently used: it builds.
     meta["recipe"]["steps"] += 1
     side.write_text(json.dumps(meta))
     got = ensure_pretrain("smoke", "kitti", tmp_path / "b", "cpu", progress=False, shipped=ship)
@@ -269,3 +273,26 @@ def test_pretrain_shipped_checkpoint_is_used_only_when_its_recipe_matches(tmp_pa
     (ship / built.name).write_bytes((ship / built.name).read_bytes() + b"x")
     with pytest.raises(ValueError, match="sha256 differs"):
         ensure_pretrain("smoke", "kitti", tmp_path / "c", "cpu", progress=False, shipped=ship)
+
+
+def test_default_profile_keeps_wccs_premise_and_the_papers_procedure():
+    """docs/design.md §4.2: evaluated at 256x512 or more, FP32 rows from a pretrain checkpoint."""
+    from bench.tables.profiles import DEFAULT_PROFILE, get_profile
+
+    profile = get_profile(DEFAULT_PROFILE)
+    assert profile.data == "synthetic" and profile.eval_size is None  # evaluated at the scenes' size
+    assert profile.synth_size[0] >= 256 and profile.synth_size[1] >= 512
+    assert set(profile.pretrain_steps or {}) == {"cityscapes", "kitti"}
+    for recipe in profile.recipes.values():
+        assert recipe.finetune_steps < recipe.steps  # the compressed rows are short fine-tunes
+
+
+def test_the_default_profiles_checkpoints_are_shipped_and_fit_its_recipe():
+    """A fresh clone starts the default run from results/pretrain (no 1-hour pretrain first); a
+    profile change that alters the pretraining recipe without rebuilding them fails here."""
+    from bench.tables.pretrain import SHIPPED_DIR, _usable, pretrain_path
+    from bench.tables.profiles import DEFAULT_PROFILE
+
+    for table in ("cityscapes", "kitti"):
+        path = SHIPPED_DIR / pretrain_path(".", DEFAULT_PROFILE, table).name
+        assert _usable(path, DEFAULT_PROFILE, table) is None

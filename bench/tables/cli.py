@@ -9,7 +9,7 @@ import time
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from bench.tables.profiles import PROFILES
+    from bench.tables.profiles import DEFAULT_PROFILE, PROFILES
 
     p.description = (
         "Train/fine-tune every row of the published Cityscapes and KITTI tables with the staged recipe "
@@ -17,11 +17,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         "the paper's numbers side by side. Resumable: rerun the same command (same --out) after an "
         "interruption; finished rows are reused, a row in progress continues from its last checkpoint."
     )
-    p.add_argument("--profile", default="synthetic", choices=sorted(PROFILES),
-                   help="smoke: minutes, numbers meaningless; synthetic (default): SynthStreets 96x192 on CPU, "
-                        "~20 min; synthetic-256: SynthStreets 256x512, FP32 rows from a SynthStreets checkpoint "
-                        "built once by bench pretrain (cached under OUT/pretrain); paper: real data from "
-                        "--data-root with the published recipes (GPU)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
+                   help="synthetic-512 (default): SynthStreets 512x1024 on CPU, FP32 rows from the SynthStreets "
+                        "checkpoint of bench pretrain (shipped in results/pretrain, else built once under "
+                        "OUT/pretrain), short fine-tunes, ~20 min; synthetic-256: the same at 256x512; synthetic: "
+                        "SynthStreets 96x192, every row trained from scratch; smoke: minutes, numbers meaningless; "
+                        "paper: real data from --data-root with the published recipes (GPU)")
     p.add_argument("--out", default="out/tables", help="run folder: data, checkpoints, CSVs (default: %(default)s)")
     p.add_argument("--results", default="results", help="results store root (default: %(default)s)")
     p.add_argument("--data-root", default=None,

@@ -26,7 +26,7 @@ __all__ = ["LoadedCheckpoint", "load_table_checkpoint", "row_for", "evaluate_che
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from bench.tables.profiles import PROFILES
+    from bench.tables.profiles import DEFAULT_PROFILE, PROFILES
     from wcc.data.synthetic import parse_size
 
     p.description = (
@@ -45,7 +45,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None,
                    help="real data: a folder holding cityscapes/ and kitti/ (default: SynthStreets under --out)")
     p.add_argument("--profile", default=None, choices=sorted(PROFILES),
-                   help="whose data and evaluation size (default: paper with --data-root, else synthetic)")
+                   help=f"whose data and evaluation size (default: paper with --data-root, else {DEFAULT_PROFILE})")
     p.add_argument("--eval-size", type=parse_size, default=None, metavar="HxW",
                    help="resize the evaluation images to HxW (default: the profile's size)")
     p.add_argument("--out", default="out/tables",
@@ -115,8 +115,8 @@ def row_for(table: str, precision: str | None, shrinkage: str | None, conversion
     raise ValueError(f"the checkpoint's configuration {last} is not one of the {table} table's rows")
 
 
-def evaluate_checkpoint(table: str, checkpoint: str | Path, *, precision: str | None = None,
-                        shrinkage: str | None = None, profile: str = "synthetic", out: str | Path = "out/tables",
+def evaluate_checkpoint(table: str, checkpoint: str | Path, *, profile: str, precision: str | None = None,
+                        shrinkage: str | None = None, out: str | Path = "out/tables",
                         data_root: str | Path | None = None, eval_size: tuple[int, int] | None = None,
                         device: str = "cpu", progress: bool = True) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``table`` (converted first when ``precision``/``shrinkage`` are
@@ -174,10 +174,11 @@ def run(args: argparse.Namespace) -> int:
 
     from bench._args import report_errors, writable_dir
     from bench.tables.cli import device_for, path_and_device_errors
+    from bench.tables.profiles import DEFAULT_PROFILE
     from bench.tables.run import DataError
     from bench.tables.sweeps import SWEEPS
 
-    profile = args.profile or ("paper" if args.data_root else "synthetic")
+    profile = args.profile or ("paper" if args.data_root else DEFAULT_PROFILE)
     errors: list[str | None] = [writable_dir("--out", args.out), writable_dir("--results", args.results)]
     errors += path_and_device_errors(args)
     if not os.path.isfile(args.checkpoint):

@@ -11,7 +11,7 @@ code; this command makes it, once, with a fixed seed:
   --init-checkpoint`` read as they read VainF's;
 * ``<same>.json``: the same facts and the checkpoint's sha256, readable without torch.
 
-A profile with ``pretrain_steps`` (``bench tables``' default, ``synthetic-256``) takes, in order:
+A profile with ``pretrain_steps`` (``bench tables``' default, ``synthetic-512``) takes, in order:
 the file in ``<out>/pretrain/``; the one shipped with the repository in ``results/pretrain/``
 (built by this command, committed with its ``.json``); else it builds the file once. A file is
 used only when its ``.json`` records the recipe, steps and seed the profile asks for now (a
@@ -36,14 +36,14 @@ SHIPPED_DIR = Path(__file__).resolve().parents[2] / "results" / "pretrain"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from bench.tables.profiles import PROFILES
+    from bench.tables.profiles import DEFAULT_PROFILE, PROFILES
 
     p.description = (
         "Train a table's FP32 model on the profile's SynthStreets data with a fixed seed and save it as a "
         "checkpoint (float16 by default) with its recipe, seed, commit and sha256. bench tables profiles with a "
         "pretrain step build it themselves on first use; this command builds (or rebuilds) it explicitly.")
     p.add_argument("--tables", default="cityscapes,kitti", help="comma-separated subset (default: %(default)s)")
-    p.add_argument("--profile", default="synthetic-256", choices=sorted(PROFILES),
+    p.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
                    help="whose data, recipe and step count (default: %(default)s)")
     p.add_argument("--steps", type=int, default=None,
                    help="training steps (default: the profile's pretrain steps, else its FP32 steps)")
@@ -130,6 +130,13 @@ def build_pretrain(profile_name: str, table: str, out: str | Path, device: str, 
     return path
 
 
+def _pretraining(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe fields that shape the pretrained weights: the fine-tune fields (what the later
+    rows do), how often a checkpoint is written and how many loader workers feed it do not."""
+    return {k: v for k, v in recipe.items() if not k.startswith("finetune_") and k not in ("checkpoint_every",
+                                                                                           "num_workers")}
+
+
 def _usable(path: Path, profile_name: str, table: str) -> str | None:
     """Why the checkpoint at ``path`` (with its ``.json``) cannot start the profile's ``table``
     (None: it can). A file whose sha256 differs from its ``.json`` raises: it changed since
@@ -144,7 +151,8 @@ def _usable(path: Path, profile_name: str, table: str) -> str | None:
         raise ValueError(f"{path}: sha256 differs from the one in {side}; the file changed since bench pretrain "
                          f"wrote it. Remove both and rerun to rebuild it")
     want = json.loads(json.dumps(pretrain_recipe(profile_name, table).to_dict()))  # as the .json holds it
-    if meta.get("recipe") != want or meta.get("profile") != profile_name or meta.get("table") != table:
+    if (_pretraining(meta.get("recipe") or {}) != _pretraining(want) or meta.get("profile") != profile_name
+            or meta.get("table") != table):
         return (f"{path} was built with another recipe ({meta.get('steps')} steps, seed {meta.get('seed')}) than "
                 f"profile {profile_name} asks for now ({want['steps']} steps, seed {want['seed']})")
     return None
