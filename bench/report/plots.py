@@ -451,6 +451,6 @@ def resolution_ablation(record: dict[str, Any], path: Path) -> Path | None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("evaluation size (deepest feature map)", fontsize=8)
     ax.set_ylabel(f"{label}: WCC - 8/8", fontsize=8)
-    _title(ax, f"{TABLE_TITLES[table]}: WCC's drop vs evaluation size (same checkpoints)", 9)
+    _title(ax, f"{TABLE_TITLES[table]}: WCC's drop by evaluation size", 9)
     ax.legend(fontsize=7, frameon=False)
     return lay.save(path)
