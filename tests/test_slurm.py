@@ -185,9 +185,9 @@ def test_slurm_cancel_resume_equals_local(cluster, tmp_path):
     """Submit the KITTI smoke table to SLURM, scancel a running row, resume: same records as a local run."""
     slurm_args = ("--executor", "slurm", "--partition", "wcc", "--gpus-per-job", "0", "--timeout-min", "30")
     out, results = tmp_path / "out", tmp_path / "results"
-    # One thread everywhere: rows of the two chains run at once on this node, and a BLAS free to
-    # pick its thread count by load (MKL's default) sums in another order from run to run; records
-    # then differed in the last digits (seen once in CI), which is not what this test is about.
+    # One thread everywhere: once in CI the resumed rows differed from the local run's in the last
+    # digits. Likely (not proven): rows of the two chains run at once on this node, and a BLAS that
+    # picks its thread count by load sums in another order. That is not what this test is about.
     env = {**cluster.env, **_ONE_THREAD}
     first = _tables(env, out, results, *slurm_args)
     cancelled = None
