@@ -295,4 +295,4 @@ def test_the_default_profiles_checkpoints_are_shipped_and_fit_its_recipe():
 
     for table in ("cityscapes", "kitti"):
         path = SHIPPED_DIR / pretrain_path(".", DEFAULT_PROFILE, table).name
-        assert _usable(path, DEFAULT_PROFILE, table) is None
+        assert _usable(path, DEFAULT_PROFILE, table)[0] is None

@@ -26,7 +26,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wcc.train.recipe import Recipe
 
 __all__ = ["SHIPPED_DIR", "pretrain_path", "pretrain_recipe", "ensure_pretrain", "build_pretrain"]
 
@@ -62,7 +65,7 @@ def pretrain_path(out: str | Path, profile_name: str, table: str) -> Path:
     return Path(out) / "pretrain" / f"{profile_name}-{table}-fp32.pt"
 
 
-def pretrain_recipe(profile_name: str, table: str, steps: int | None = None, seed: int = 0) -> Any:
+def pretrain_recipe(profile_name: str, table: str, steps: int | None = None, seed: int = 0) -> Recipe:
     """The recipe of a profile's pretrain of ``table``: its FP32 recipe with the pretrain steps
     (``steps``, else the profile's ``pretrain_steps``, else its FP32 steps) and ``seed``."""
     from bench.tables.profiles import get_profile
@@ -137,15 +140,20 @@ def _pretraining(recipe: dict[str, Any]) -> dict[str, Any]:
                                                                                            "num_workers")}
 
 
-def _usable(path: Path, profile_name: str, table: str) -> str | None:
-    """Why the checkpoint at ``path`` (with its ``.json``) cannot start the profile's ``table``
-    (None: it can). A file whose sha256 differs from its ``.json`` raises: it changed since
-    bench pretrain wrote it, and guessing which of the two is right would hide that."""
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics a pretrain is summed up by in messages."""
+    return {k: v for k, v in metrics.items() if k in ("miou", "abs_rel", "rmse") and v is not None}
+
+
+def _usable(path: Path, profile_name: str, table: str) -> tuple[str | None, dict[str, Any]]:
+    """(why the checkpoint at ``path`` cannot start the profile's ``table``, or None when it can;
+    its ``.json``). A file whose sha256 differs from its ``.json`` raises: it changed since bench
+    pretrain wrote it, and guessing which of the two is right would hide that."""
     from wcc.train.checkpoint import file_sha256
 
     side = path.with_suffix(".json")
     if not (path.is_file() and side.is_file()):
-        return f"{path} or its .json is missing"
+        return f"{path} or its .json is missing", {}
     meta = json.loads(side.read_text())
     if file_sha256(path) != meta.get("sha256"):
         raise ValueError(f"{path}: sha256 differs from the one in {side}; the file changed since bench pretrain "
@@ -154,8 +162,8 @@ def _usable(path: Path, profile_name: str, table: str) -> str | None:
     if (_pretraining(meta.get("recipe") or {}) != _pretraining(want) or meta.get("profile") != profile_name
             or meta.get("table") != table):
         return (f"{path} was built with another recipe ({meta.get('steps')} steps, seed {meta.get('seed')}) than "
-                f"profile {profile_name} asks for now ({want['steps']} steps, seed {want['seed']})")
-    return None
+                f"profile {profile_name} asks for now ({want['steps']} steps, seed {want['seed']})"), meta
+    return None, meta
 
 
 def ensure_pretrain(profile_name: str, table: str, out: str | Path, device: str, progress: bool = True,
@@ -167,12 +175,10 @@ def ensure_pretrain(profile_name: str, table: str, out: str | Path, device: str,
     for candidate in candidates:
         if not candidate.is_file():
             continue
-        why = _usable(candidate, profile_name, table)
+        why, meta = _usable(candidate, profile_name, table)
         if why is None:
-            meta = json.loads(candidate.with_suffix(".json").read_text())
-            shown = {k: v for k, v in meta.get("metrics", {}).items() if k in ("miou", "abs_rel") and v is not None}
             _say(f"{table}: FP32 starts from {candidate} (bench pretrain, {meta['steps']} steps, seed {meta['seed']}, "
-                 f"commit {str(meta.get('commit'))[:8]}, {shown})")
+                 f"commit {str(meta.get('commit'))[:8]}, {_headline(meta.get('metrics', {}))})")
             return candidate
         _say(f"{table}: not using {candidate}: {why}")
     _say(f"{table}: building the SynthStreets FP32 checkpoint once ({path}); later runs reuse it")
@@ -211,9 +217,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"bench pretrain: {exc}", file=sys.stderr)
             return 2
         side = json.loads(path.with_suffix(".json").read_text())
-        shown = {k: v for k, v in side["metrics"].items() if k in ("miou", "abs_rel", "rmse") and v is not None}
         print(f"{table}: wrote {path} (sha256 {side['sha256'][:12]}, {path.stat().st_size / 2**20:.1f} MiB); "
-              f"{side['steps']} steps, seed {side['seed']}, {shown}; {time.perf_counter() - t0:.0f} s")
+              f"{side['steps']} steps, seed {side['seed']}, {_headline(side['metrics'])}; "
+              f"{time.perf_counter() - t0:.0f} s")
         print(f"  to ship it (bench tables then starts from it on a fresh clone): copy it and its .json to "
               f"{SHIPPED_DIR}/ and commit both")
     return 0
