@@ -167,3 +167,49 @@ def test_recipe_validation():
         _recipe(optimizer="rmsprop")
     r = _recipe()
     assert Recipe.from_dict(r.to_dict()) == r
+
+
+def test_class_weights_follow_the_training_set_frequencies():
+    from wcc.train.losses import class_frequencies, class_weights
+
+    # 3 classes over 4 images of 10 pixels: class 0 on 24 pixels, class 1 on 12, class 2 on 4; 255 ignored.
+    items = [(None, torch.tensor([0] * 6 + [1] * 3 + [2] * 1)) for _ in range(4)]
+    items.append((None, torch.full((7,), 255)))
+    f = class_frequencies(items, num_classes=4)
+    assert f.tolist() == pytest.approx([0.6, 0.3, 0.1, 0.0])
+    w = class_weights(f, "sqrt-median-frequency")
+    # median of the present classes is 0.3; class 3 never occurs and keeps weight 1
+    assert w.tolist() == pytest.approx([(0.3 / 0.6) ** 0.5, 1.0, 3 ** 0.5, 1.0])
+    assert class_weights(f, "none") is None
+    with pytest.raises(ValueError, match="unknown class weighting"):
+        class_weights(f, "inverse")
+    with pytest.raises(ValueError, match="labels outside"):
+        class_frequencies([(None, torch.tensor([0, 5]))], num_classes=4)
+
+
+def test_weighted_loss_counts_rare_classes_more():
+    from wcc.train.losses import segmentation_loss
+
+    logits = torch.zeros(1, 2, 1, 4)
+    logits[0, 0] = 2.0  # predicts class 0 everywhere
+    target = torch.tensor([[[0, 0, 0, 1]]])
+    plain = segmentation_loss(logits, target)
+    weighted = segmentation_loss(logits, target, weight=torch.tensor([1.0, 3.0]))
+    assert torch.allclose(segmentation_loss(logits, target, weight=torch.ones(2)), plain)
+    assert weighted > plain  # the one wrong pixel is of the up-weighted class
+
+
+def test_recipe_class_weights_are_validated_and_used(tmp_path):
+    with pytest.raises(ValueError, match="class_weights must be one of"):
+        _recipe(class_weights="inverse")
+    with pytest.raises(ValueError, match="segmentation only"):
+        _recipe(task="depth", class_weights="sqrt-median-frequency")
+    kw = dict(arch={"builder": "tests.test_train:toy_model"}, train_set=_Toy(), train_transform=_identity,
+              evaluate=lambda m: {"score": 0.0}, keep_fp=lambda m: [], progress=False, log=lambda msg: None)
+    plain = run_stage(Stage("fp32", None, None), recipe=_recipe(), workdir=tmp_path / "a", **kw)
+    weighted = run_stage(Stage("fp32", None, None), recipe=_recipe(class_weights="sqrt-median-frequency"),
+                         workdir=tmp_path / "b", **kw)
+    a, b = load_checkpoint(plain.checkpoint), load_checkpoint(weighted.checkpoint)
+    assert "class_weight" not in a and len(b["class_weight"]) == 2
+    assert b["recipe"]["class_weights"] == "sqrt-median-frequency"
+    assert not torch.equal(a["model"]["3.weight"], b["model"]["3.weight"])  # the weights changed the training

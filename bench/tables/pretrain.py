@@ -22,6 +22,7 @@ sha256 no longer matches its ``.json`` is an error, never silently reused.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -105,7 +106,10 @@ def build_pretrain(profile_name: str, table: str, out: str | Path, device: str, 
     n = recipe.steps
     data = table_data(profile_name, table, out, None, device, progress=progress)
     path = pretrain_path(out, profile_name, table)
-    work = path.parent / "work" / f"{profile_name}-{table}-seed{seed}-steps{n}"
+    # Named by the pretraining recipe's hash too: a build interrupted under another recipe (say,
+    # other class weights with the same steps) must not be resumed as this one.
+    digest = hashlib.sha256(json.dumps(_pretraining(_as_recorded(recipe.to_dict())), sort_keys=True).encode())
+    work = path.parent / "work" / f"{profile_name}-{table}-seed{seed}-steps{n}-{digest.hexdigest()[:8]}"
     if fresh:
         shutil.rmtree(work, ignore_errors=True)
     result = run_stage(Stage("fp32", None, None), arch=SWEEPS[table].arch, recipe=recipe, train_set=data.train,
@@ -140,6 +144,11 @@ def _pretraining(recipe: dict[str, Any]) -> dict[str, Any]:
                                                                                            "num_workers")}
 
 
+def _as_recorded(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A recipe dict as a .json holds it (tuples become lists)."""
+    return json.loads(json.dumps(recipe))
+
+
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """The metrics a pretrain is summed up by in messages."""
     return {k: v for k, v in metrics.items() if k in ("miou", "abs_rel", "rmse") and v is not None}
@@ -150,6 +159,7 @@ def _usable(path: Path, profile_name: str, table: str) -> tuple[str | None, dict
     its ``.json``). A file whose sha256 differs from its ``.json`` raises: it changed since bench
     pretrain wrote it, and guessing which of the two is right would hide that."""
     from wcc.train.checkpoint import file_sha256
+    from wcc.train.recipe import Recipe
 
     side = path.with_suffix(".json")
     if not (path.is_file() and side.is_file()):
@@ -158,8 +168,12 @@ def _usable(path: Path, profile_name: str, table: str) -> tuple[str | None, dict
     if file_sha256(path) != meta.get("sha256"):
         raise ValueError(f"{path}: sha256 differs from the one in {side}; the file changed since bench pretrain "
                          f"wrote it. Remove both and rerun to rebuild it")
-    want = json.loads(json.dumps(pretrain_recipe(profile_name, table).to_dict()))  # as the .json holds it
-    if (_pretraining(meta.get("recipe") or {}) != _pretraining(want) or meta.get("profile") != profile_name
+    want = _as_recorded(pretrain_recipe(profile_name, table).to_dict())
+    try:  # a field added since the file was built takes its default: the behaviour the file was built with
+        have = _as_recorded(Recipe.from_dict(meta.get("recipe") or {}).to_dict())
+    except (TypeError, ValueError):
+        have = meta.get("recipe") or {}
+    if (_pretraining(have) != _pretraining(want) or meta.get("profile") != profile_name
             or meta.get("table") != table):
         return (f"{path} was built with another recipe ({meta.get('steps')} steps, seed {meta.get('seed')}) than "
                 f"profile {profile_name} asks for now ({want['steps']} steps, seed {want['seed']})"), meta

@@ -126,11 +126,13 @@ def train_steps(
     device: torch.device | str = "cpu",
     progress: bool = True,
     desc: str = "train",
+    class_weight: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for ``total_steps`` steps, checkpointing every ``recipe.checkpoint_every``.
 
     ``resume`` is a checkpoint dict from an interrupted run of the same stage (its model state
     must already be loaded); training continues at its ``step`` with its optimizer state.
+    ``class_weight`` ``(K,)``: the segmentation loss's per-class weights (``Recipe.class_weights``).
     Returns ``{"steps", "final_loss", "train_time_s"}``; the time includes the training time of
     the interrupted run(s) a resumed stage continues (recorded in its checkpoints).
     """
@@ -147,7 +149,14 @@ def train_steps(
         if use_amp and resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
         start = int(resume["step"])
-    loss_fn = segmentation_loss if recipe.task == "segmentation" else silog_loss
+    if class_weight is not None and recipe.task != "segmentation":
+        raise ValueError("class_weight applies to segmentation only")
+    if recipe.task == "segmentation":
+        weight = None if class_weight is None else class_weight.to(device)
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = (
+            lambda logits, target: segmentation_loss(logits, target, weight=weight))
+    else:
+        loss_fn = silog_loss
     loader = DataLoader(batches, batch_size=None, sampler=range(start, total_steps),
                         num_workers=loader_workers(recipe.num_workers), pin_memory=device.type == "cuda")
 

@@ -6,7 +6,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-__all__ = ["Recipe", "paper_segmentation", "paper_depth", "cpu_segmentation", "cpu_depth"]
+__all__ = ["Recipe", "CLASS_WEIGHTS", "paper_segmentation", "paper_depth", "cpu_segmentation", "cpu_depth"]
+
+#: The class weighting schemes of the segmentation loss (``Recipe.class_weights``).
+CLASS_WEIGHTS = ("none", "sqrt-median-frequency")
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,9 @@ class Recipe:
     ``steps``/``lr`` apply to the first (FP32) stage; ``finetune_steps``/``finetune_lr`` to every
     later stage of the staged recipe (each starts from the previous stage's checkpoint).
     ``crop`` is (H, W) of training crops; ``scale_range`` the random rescale before cropping.
+    ``class_weights`` (segmentation): ``"none"`` is plain cross-entropy; ``"sqrt-median-frequency"``
+    weighs class ``c`` by ``sqrt(median_f / f_c)``, ``f`` the classes' pixel frequencies in the
+    training set (:func:`wcc.train.losses.class_weights`).
     """
 
     task: Literal["segmentation", "depth"]
@@ -38,12 +44,17 @@ class Recipe:
     checkpoint_every: int = 200
     num_workers: int = 0
     seed: int = 0
+    class_weights: Literal["none", "sqrt-median-frequency"] = "none"
 
     def __post_init__(self) -> None:
         if self.task not in ("segmentation", "depth"):
             raise ValueError(f"task must be 'segmentation' or 'depth', got {self.task!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise ValueError(f"class_weights must be one of {CLASS_WEIGHTS}, got {self.class_weights!r}")
+        if self.class_weights != "none" and self.task != "segmentation":
+            raise ValueError(f"class_weights apply to segmentation only, got {self.class_weights!r} for {self.task}")
         for name in ("lr", "finetune_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -25,6 +25,7 @@ from wcc.config import QuantConfig, WCCConfig
 from wcc.convert import convert
 from wcc.train.checkpoint import apply_conversions, build_model, load_checkpoint, load_weights, save_checkpoint
 from wcc.train.loops import StepBatches, train_steps
+from wcc.train.losses import class_frequencies, class_weights
 from wcc.train.recipe import Recipe
 
 __all__ = ["Stage", "StageResult", "FirstStageInit", "run_stage", "stage_paths"]
@@ -95,6 +96,14 @@ def _model_for_stage(stage: Stage, arch: dict[str, Any], workdir: Path,
     return model, conversions
 
 
+def _num_classes(model: nn.Module) -> int:
+    """Output channels of the model's last convolution: the number of classes it predicts."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("the model has no Conv2d to read its number of classes from")
+    return convs[-1].out_channels
+
+
 def run_stage(
     stage: Stage,
     *,
@@ -143,10 +152,14 @@ def run_stage(
             "init": dataclasses.asdict(init) if first else None}
     train_info: dict[str, Any] = {"final_loss": float("nan"), "train_time_s": 0.0}
     if steps:
+        weight = None
+        if recipe.class_weights != "none":
+            weight = class_weights(class_frequencies(train_set, _num_classes(model)), recipe.class_weights)
+            meta["class_weight"] = [round(float(w), 6) for w in weight]
         batches = StepBatches(train_set, train_transform, recipe.batch_size, recipe.seed)
         train_info = train_steps(model, batches, recipe, total_steps=steps, lr=lr, checkpoint_path=str(last),
                                  checkpoint_meta=meta, resume=resume, device=device, progress=progress,
-                                 desc=stage.name)
+                                 desc=stage.name, class_weight=weight)
     t0 = time.perf_counter()
     metrics = evaluate(model)
     eval_time = time.perf_counter() - t0
