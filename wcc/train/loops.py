@@ -8,6 +8,7 @@ have seen, and CPU runs are reproducible bit for bit.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any, Callable, Literal
@@ -151,12 +152,10 @@ def train_steps(
         start = int(resume["step"])
     if class_weight is not None and recipe.task != "segmentation":
         raise ValueError("class_weight applies to segmentation only")
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = silog_loss
     if recipe.task == "segmentation":
-        weight = None if class_weight is None else class_weight.to(device)
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = (
-            lambda logits, target: segmentation_loss(logits, target, weight=weight))
-    else:
-        loss_fn = silog_loss
+        loss_fn = functools.partial(segmentation_loss,
+                                    weight=None if class_weight is None else class_weight.to(device))
     loader = DataLoader(batches, batch_size=None, sampler=range(start, total_steps),
                         num_workers=loader_workers(recipe.num_workers), pin_memory=device.type == "cuda")
 

@@ -155,7 +155,7 @@ def run_stage(
         weight = None
         if recipe.class_weights != "none":
             weight = class_weights(class_frequencies(train_set, _num_classes(model)), recipe.class_weights)
-            meta["class_weight"] = [round(float(w), 6) for w in weight]
+            meta["class_weight"] = None if weight is None else [round(float(w), 6) for w in weight]
         batches = StepBatches(train_set, train_transform, recipe.batch_size, recipe.seed)
         train_info = train_steps(model, batches, recipe, total_steps=steps, lr=lr, checkpoint_path=str(last),
                                  checkpoint_meta=meta, resume=resume, device=device, progress=progress,
