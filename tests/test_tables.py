@@ -262,17 +262,40 @@ def test_pretrain_shipped_checkpoint_is_used_only_when_its_recipe_matches(tmp_pa
     meta["recipe"]["finetune_steps"] += 1
     side.write_text(json.dumps(meta))
     assert ensure_pretrain("smoke", "kitti", tmp_path / "b", "cpu", progress=False, shipped=ship) == ship / built.name
-    # A shipped file built with another recipe than the profile's is not silently used: it builds.
+    # A recipe recorded before a field existed had that field's default: still used.
+    del meta["recipe"]["class_weights"]
+    side.write_text(json.dumps(meta))
+    assert ensure_pretrain("smoke", "kitti", tmp_path / "b", "cpu", progress=False, shipped=ship) == ship / built.name
+    capsys.readouterr()
+    # A shipped file built with another recipe than the profile's is not silently used: it builds,
+    # and says which field differs.
     meta["recipe"]["steps"] += 1
     side.write_text(json.dumps(meta))
     got = ensure_pretrain("smoke", "kitti", tmp_path / "b", "cpu", progress=False, shipped=ship)
     assert got == tmp_path / "b" / "pretrain" / built.name and got.is_file()
-    assert "another recipe" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "another recipe" in err and f"steps {meta['recipe']['steps']}, not {meta['recipe']['steps'] - 1}" in err
     # A file that changed since bench pretrain wrote it is an error, never used.
     shutil.copy(built.with_suffix(".json"), side)
     (ship / built.name).write_bytes((ship / built.name).read_bytes() + b"x")
     with pytest.raises(ValueError, match="sha256 differs"):
         ensure_pretrain("smoke", "kitti", tmp_path / "c", "cpu", progress=False, shipped=ship)
+
+
+def test_dry_run_plan_says_which_pretrain_checkpoint_a_run_would_take(tmp_path, monkeypatch):
+    import dataclasses
+
+    from bench.tables import profiles
+    from bench.tables.cli import _plan
+    from bench.tables.pretrain import build_pretrain
+
+    smoke = profiles.get_profile("smoke")  # as a profile whose FP32 rows start from a pretrain
+    monkeypatch.setitem(profiles.PROFILES, "smoke", lambda: dataclasses.replace(smoke, pretrain_steps={"kitti": 4}))
+
+    plan = _plan(["kitti"], "smoke", out=str(tmp_path))
+    assert "no usable pretrain checkpoint; the run first builds one" in plan
+    built = build_pretrain("smoke", "kitti", tmp_path, "cpu", progress=False)
+    assert f"kitti: FP32 would start from {built}" in _plan(["kitti"], "smoke", out=str(tmp_path))
 
 
 def test_default_profile_keeps_wccs_premise_and_the_papers_procedure():

@@ -133,29 +133,37 @@ def path_and_device_errors(args: argparse.Namespace) -> list[str]:
     return [e for e in errors if e]
 
 
-def _plan(tables: list[str], profile_name: str, init: dict[str, str] | None = None) -> str:
+def _plan(tables: list[str], profile_name: str, init: dict[str, str] | None = None, out: str | None = None) -> str:
     from tabulate import tabulate
 
+    from bench.tables.pretrain import describe_pretrain, find_pretrain
     from bench.tables.profiles import get_profile
     from bench.tables.sweeps import SWEEPS
 
     prof = get_profile(profile_name)
     init = init or {}
     rows = []
+    notes = []
     for t in tables:
         rec = prof.recipes[t]
+        pre = (prof.pretrain_steps or {}).get(t)
+        if pre and t not in init and out is not None:  # which pretrain file a run would take, or that it builds one
+            found, meta, passed = find_pretrain(profile_name, t, out)
+            notes += [f"{t}: {line}" for line in passed]
+            notes.append(f"{t}: FP32 would start from {describe_pretrain(found, meta)}" if found is not None else
+                         f"{t}: no usable pretrain checkpoint; the run first builds one ({pre} steps)")
         for r in SWEEPS[t].ordered():
             first = r.stage.parent is None
             cfg = r.stage.config.to_dict() if r.stage.config else {"kind": "FP32"}
             cfg_s = ", ".join(f"{k}={v}" for k, v in cfg.items() if k not in ("backend",))
-            pre = (prof.pretrain_steps or {}).get(t)
             start = r.stage.parent or (f"{init[t]} (evaluated)" if t in init else
                                        f"bench pretrain, {pre} steps (evaluated)" if pre else "(scratch)")
             steps = (0 if t in init or pre else rec.steps) if first else rec.finetune_steps
             rows.append([t, r.id, r.precision, r.shrinkage, start, cfg_s, steps])
     head = f"profile {prof.name}: {prof.description}"
-    return head + "\n\n" + tabulate(rows, headers=["table", "row", "precision", "shrinkage", "from", "config", "steps"],
-                                    tablefmt="github")
+    table = tabulate(rows, headers=["table", "row", "precision", "shrinkage", "from", "config", "steps"],
+                     tablefmt="github")
+    return "\n\n".join([head, table] + (["\n".join(notes)] if notes else []))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from bench.tables.run import DataError, check_run_data
 
-        print(_plan(tables, args.profile, init))
+        print(_plan(tables, args.profile, init, args.out))
         try:  # the same argument and data checks as a real run, without training or generating anything
             print(check_run_data(args.profile, args.out, args.data_root, tables))
         except DataError as exc:

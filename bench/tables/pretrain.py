@@ -149,9 +149,9 @@ def _as_recorded(recipe: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(recipe))
 
 
-def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The metrics a pretrain is summed up by in messages."""
-    return {k: v for k, v in metrics.items() if k in ("miou", "abs_rel", "rmse") and v is not None}
+def _headline(metrics: dict[str, Any]) -> str:
+    """The metrics a pretrain is summed up by in messages, e.g. ``miou 0.470``."""
+    return ", ".join(f"{k} {metrics[k]:.3f}" for k in ("miou", "abs_rel", "rmse") if metrics.get(k) is not None)
 
 
 def _usable(path: Path, profile_name: str, table: str) -> tuple[str | None, dict[str, Any]]:
@@ -175,26 +175,48 @@ def _usable(path: Path, profile_name: str, table: str) -> tuple[str | None, dict
         have = meta.get("recipe") or {}
     if (_pretraining(have) != _pretraining(want) or meta.get("profile") != profile_name
             or meta.get("table") != table):
-        return (f"{path} was built with another recipe ({meta.get('steps')} steps, seed {meta.get('seed')}) than "
-                f"profile {profile_name} asks for now ({want['steps']} steps, seed {want['seed']})"), meta
+        theirs = {**_pretraining(have), "profile": meta.get("profile"), "table": meta.get("table")}
+        ours = {**_pretraining(want), "profile": profile_name, "table": table}
+        shown = "; ".join(f"{k} {theirs.get(k)!r}, not {ours.get(k)!r}"
+                          for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k))
+        return f"{path} was built with another recipe than profile {profile_name} asks for now: {shown}", meta
     return None, meta
+
+
+def find_pretrain(profile_name: str, table: str, out: str | Path,
+                  shipped: Path | None = SHIPPED_DIR) -> tuple[Path | None, dict[str, Any], list[str]]:
+    """(the usable pretrain checkpoint of ``table`` or None, its ``.json``, why each other candidate
+    was passed over). Candidates in order: ``<out>/pretrain/``, then ``shipped`` (the repository's
+    ``results/pretrain/``)."""
+    path = pretrain_path(out, profile_name, table)
+    passed: list[str] = []
+    for candidate in [path] + ([shipped / path.name] if shipped is not None else []):
+        if not candidate.is_file():
+            continue
+        why, meta = _usable(candidate, profile_name, table)
+        if why is None:
+            return candidate, meta, passed
+        passed.append(f"not using {candidate}: {why}")
+    return None, {}, passed
+
+
+def describe_pretrain(path: Path, meta: dict[str, Any]) -> str:
+    """One line naming a pretrain checkpoint and how it was made."""
+    return (f"{path} (bench pretrain, {meta['steps']} steps, seed {meta['seed']}, "
+            f"commit {str(meta.get('commit'))[:8]}, {_headline(meta.get('metrics', {}))})")
 
 
 def ensure_pretrain(profile_name: str, table: str, out: str | Path, device: str, progress: bool = True,
                     shipped: Path | None = SHIPPED_DIR) -> Path:
     """The profile's pretrain checkpoint of ``table``: the one in ``<out>/pretrain/``, else the
     one shipped in ``shipped`` (the repository's ``results/pretrain/``), else built once now."""
+    found, meta, passed = find_pretrain(profile_name, table, out, shipped)
+    for line in passed:
+        _say(f"{table}: {line}")
+    if found is not None:
+        _say(f"{table}: FP32 starts from {describe_pretrain(found, meta)}")
+        return found
     path = pretrain_path(out, profile_name, table)
-    candidates = [path] + ([shipped / path.name] if shipped is not None else [])
-    for candidate in candidates:
-        if not candidate.is_file():
-            continue
-        why, meta = _usable(candidate, profile_name, table)
-        if why is None:
-            _say(f"{table}: FP32 starts from {candidate} (bench pretrain, {meta['steps']} steps, seed {meta['seed']}, "
-                 f"commit {str(meta.get('commit'))[:8]}, {_headline(meta.get('metrics', {}))})")
-            return candidate
-        _say(f"{table}: not using {candidate}: {why}")
     _say(f"{table}: building the SynthStreets FP32 checkpoint once ({path}); later runs reuse it")
     return build_pretrain(profile_name, table, out, device, progress=progress)
 
