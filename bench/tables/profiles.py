@@ -76,12 +76,13 @@ def _synthetic_512() -> Profile:
     # Small objects decide the stand-in's mIoU: at 256x512 a pedestrian or a pole is a few pixels
     # wide, and a 1500-step pretrain left them near 0 IoU. 512x1024 scenes (32x64 maps at stride
     # 16, half the paper's 1024x2048) make them twice as large; crops of 256x512, batch 2.
-    seg = cpu_segmentation(steps=4000, finetune_steps=60, crop=(256, 512), batch_size=2)
+    seg = cpu_segmentation(steps=9000, finetune_steps=60, crop=(256, 512), batch_size=2).replace(
+        class_weights="sqrt-median-frequency")
     dep = cpu_depth(steps=2000, finetune_steps=60, crop=(256, 512), batch_size=2)
     return Profile("synthetic-512", "SynthStreets 512x1024 on CPU: FP32 from a SynthStreets pretrain (bench pretrain; "
                    "shipped in results/pretrain or built once), short fine-tunes", "synthetic",
                    {"cityscapes": seg, "kitti": dep}, synth_num=300, synth_size=(512, 1024), synth_val_fraction=0.1,
-                   pretrain_steps={"cityscapes": 4000, "kitti": 2000})
+                   pretrain_steps={"cityscapes": 9000, "kitti": 2000})
 
 
 def _paper() -> Profile:
