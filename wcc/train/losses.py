@@ -43,7 +43,8 @@ def class_weights(frequencies: torch.Tensor, scheme: str) -> torch.Tensor | None
     """Per-class loss weights ``(K,)`` float32 for a ``Recipe.class_weights`` scheme, from
     :func:`class_frequencies`; None for ``"none"``.
 
-    ``"sqrt-median-frequency"``: ``sqrt(median_f / f_c)`` over the classes present. mIoU counts
+    ``"sqrt-median-frequency"``: ``sqrt(median_f / f_c)`` over the classes present (for an even
+    number of them, the lower of the two middle frequencies, as :func:`torch.median`). mIoU counts
     every class equally, but plain cross-entropy counts pixels, so a class of 0.1% of the pixels
     (a pole, a sign) barely moves the loss in a short training run. The full median-frequency
     weighting of SegNet (Badrinarayanan et al., 2017) gives a 0.1% class hundreds of times a road
