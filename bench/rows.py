@@ -204,6 +204,10 @@ class TableRecord:
     # evaluate, the checkpoint as it is) or "post-training" (bench evaluate, converted with no
     # fine-tuning); eval_size is [H, W] of the evaluated images, null for the data's own size.
     procedure: str | None = _f(None, required=False, schema={"enum": ["staged", "evaluated", "post-training", None]})
+    # A post-training conversion of an already converted stage: how its learned activation clips
+    # started the new layers' (wcc.layers.CLIP_HANDOVERS); null otherwise (a staged row's recipe says).
+    clip_handover: str | None = _f(None, required=False, report=False,
+                                   schema={"enum": ["carry", "transform-gain", None]})
     eval_size: list[int] | None = _f(None, required=False, report=False,
                                      schema_items={"type": "integer", "minimum": 1}, minItems=2, maxItems=2)
 

@@ -179,8 +179,16 @@ def test_init_checkpoint_flag_checks_records_and_evaluate(tmp_path, capsys):
         assert evaluated[row]["metrics"] == pytest.approx(recs[row]["metrics"], rel=1e-6, nan_ok=True)
     rc, cap = evaluate("--checkpoint", str(tmp_path / "depth.pth"), "--precision", "8/2")
     assert rc == 0 and "post-training" in cap.out, cap.err[-3000:]
-    rc, cap = evaluate("--checkpoint", str(stage), "--precision", "8/8")
-    assert rc == 2 and "already converted" in cap.err
+    # A converted stage converted again (8/8 -> WCC 50%, post-training): its clips handed over as asked.
+    q8 = tmp_path / "o" / "work" / "kitti" / "q8_8" / "final.pt"
+    for handover in ("carry", "transform-gain"):
+        rc, cap = evaluate("--checkpoint", str(q8), "--shrinkage", "50%", "--clip-handover", handover,
+                           "--results", str(tmp_path / handover))
+        assert rc == 0 and "post-training" in cap.out, cap.err[-3000:]
+        (rec,) = [r for _, r in ResultStore(tmp_path / handover).records("tables")]
+        assert rec["row"]["id"] == "wcc50" and rec["clip_handover"] == handover and rec["procedure"] == "post-training"
+    rc, cap = evaluate("--checkpoint", str(q8), "--clip-handover", "carry")
+    assert rc == 2 and "only a conversion hands clips over" in cap.err
     rc, cap = evaluate("--checkpoint", str(tmp_path / "seg.pth"))
     assert rc == 2 and "--checkpoint" in cap.err and "first mismatching key" in cap.err
 

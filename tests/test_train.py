@@ -213,3 +213,21 @@ def test_recipe_class_weights_are_validated_and_used(tmp_path):
     assert "class_weight" not in a and len(b["class_weight"]) == 2
     assert b["recipe"]["class_weights"] == "sqrt-median-frequency"
     assert not torch.equal(a["model"]["3.weight"], b["model"]["3.weight"])  # the weights changed the training
+
+
+@pytest.mark.parametrize("handover, gain", [("carry", 1.0), ("transform-gain", 8.0)])
+def test_recipe_clip_handover_starts_the_wcc_stage(tmp_path, handover, gain):
+    with pytest.raises(ValueError, match="finetune_clip_handover must be one of"):
+        _recipe(finetune_clip_handover="scaled")
+    # A learning rate of 1e-12 keeps the clips where the hand-over put them.
+    recipe = _recipe(finetune_lr=1e-12, finetune_clip_handover=handover)
+    kw = dict(arch={"builder": "tests.test_train:toy_model"}, train_set=_Toy(), train_transform=_identity,
+              evaluate=lambda m: {"score": 0.0}, keep_fp=lambda m: ["3"], progress=False, log=lambda msg: None,
+              recipe=recipe, workdir=tmp_path)
+    run_stage(Stage("fp32", None, None), **kw)
+    q8 = load_checkpoint(run_stage(Stage("q8_8", "fp32", QuantConfig(8, 8)), **kw).checkpoint)
+    wcc = load_checkpoint(run_stage(Stage("wcc50", "q8_8", WCCConfig(levels=3, keep_ratio=0.5)), **kw).checkpoint)
+    assert wcc["recipe"]["finetune_clip_handover"] == handover
+    # Layer 1 (1x1) becomes WCC: its clip moves to the wavelet domain; layer 0 (3x3) stays on pixels.
+    assert wcc["model"]["1.act_alpha"].item() == pytest.approx(q8["model"]["1.act_alpha"].item() * gain, rel=1e-6)
+    assert wcc["model"]["0.act_alpha"].item() == pytest.approx(q8["model"]["0.act_alpha"].item(), rel=1e-6)

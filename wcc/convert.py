@@ -5,8 +5,9 @@ every other conv a :class:`QuantConv2d` at the config's bits. With a :class:`Qua
 every conv becomes a QuantConv2d. Layers named in ``keep_fp`` (qualified names or fnmatch
 patterns) and layers the ``layer_filter`` hook rejects stay untouched.
 
-Already-quantized layers are accepted as sources and their learned clip values carry over,
-which is what the staged recipe (FP32 -> 8/8 -> 8/6 ... and 8/8 -> WCC 50% -> 25% ...) needs.
+Already-quantized layers are accepted as sources and their learned clip values start the new
+layers' (``clip_handover``: carried as they are, or scaled by the Haar transform's gain), which is
+what the staged recipe (FP32 -> 8/8 -> 8/6 ... and 8/8 -> WCC 50% -> 25% ...) needs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Callable, Iterable
 from torch import nn
 
 from wcc.config import QuantConfig, WCCConfig
-from wcc.layers import QuantConv2d, WCCConv2d
+from wcc.layers import CLIP_HANDOVERS, QuantConv2d, WCCConv2d
 from wcc.rules import wcc_incompatibility
 
 __all__ = ["convert", "ConversionReport", "ConversionEntry", "is_wcc_candidate"]
@@ -80,6 +81,7 @@ def convert(
     config: WCCConfig | QuantConfig,
     keep_fp: Iterable[str] = (),
     layer_filter: LayerFilter | None = None,
+    clip_handover: str = "carry",
 ) -> ConversionReport:
     """Convert ``model`` in place and report what became what.
 
@@ -89,9 +91,15 @@ def convert(
         keep_fp: qualified module names or fnmatch patterns (``"classifier.*"``) left untouched.
         layer_filter: ``f(name, module) -> bool``; layers for which it returns False are left
             untouched too.
+        clip_handover: how an already-quantized layer's activation clip starts its replacement's,
+            one of :data:`wcc.layers.CLIP_HANDOVERS`: ``"carry"`` (docs/design.md §3.5, the
+            official procedure) or ``"transform-gain"`` (scaled by 2^J when the quantizer moves
+            from pixels to J-level Haar coefficients, and back).
     """
     if not isinstance(config, (WCCConfig, QuantConfig)):
         raise TypeError(f"config must be a WCCConfig or QuantConfig, got {type(config).__name__}")
+    if clip_handover not in CLIP_HANDOVERS:
+        raise ValueError(f"clip_handover must be one of {CLIP_HANDOVERS}, got {clip_handover!r}")
     keep_fp = [keep_fp] if isinstance(keep_fp, str) else list(keep_fp)
     named = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, WCCConv2d))]
     unknown = [p for p in keep_fp if not any(_matches(n, [p]) for n, _ in named)]
@@ -108,10 +116,11 @@ def convert(
             report.entries.append(ConversionEntry(name, source, source, _describe(module), "layer_filter"))
             continue
         if isinstance(config, WCCConfig) and is_wcc_candidate(module):
-            new: nn.Module = WCCConv2d.from_conv2d(module, config)
+            new: nn.Module = WCCConv2d.from_conv2d(module, config, clip_handover)
             reason = "1x1 stride 1 groups 1"
         else:
-            new = QuantConv2d.from_conv2d(module, weight_bits=config.weight_bits, act_bits=config.act_bits)
+            new = QuantConv2d.from_conv2d(module, weight_bits=config.weight_bits, act_bits=config.act_bits,
+                                          clip_handover=clip_handover)
             reason = "plain quantization" if isinstance(config, QuantConfig) else "not a pointwise conv"
         new.train(module.training)
         _set_submodule(model, name, new)

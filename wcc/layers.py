@@ -22,7 +22,12 @@ from wcc.quant import (
 )
 from wcc.rules import check_input, wcc_incompatibility
 
-__all__ = ["WCCConv2d", "QuantConv2d", "check_input"]
+__all__ = ["WCCConv2d", "QuantConv2d", "check_input", "CLIP_HANDOVERS"]
+
+#: How a converted layer's activation clip starts from the quantized layer it replaces
+#: (docs/design.md §3.5): ``"carry"`` copies it; ``"transform-gain"`` scales it by the gain of the
+#: Haar levels the quantizer moves across (x 2^J from a pixel-domain QuantConv2d to a J-level WCC).
+CLIP_HANDOVERS = ("carry", "transform-gain")
 
 
 def _check_dtype(x: torch.Tensor, weight: torch.Tensor, layer: str) -> None:
@@ -102,8 +107,10 @@ class WCCConv2d(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
     @classmethod
-    def from_conv2d(cls, conv: "nn.Conv2d | WCCConv2d", config: WCCConfig | None = None) -> "WCCConv2d":
-        """Build from a 1x1, stride-1, groups-1 conv (or a QuantConv2d/WCCConv2d: clips carry over)."""
+    def from_conv2d(cls, conv: "nn.Conv2d | WCCConv2d", config: WCCConfig | None = None,
+                    clip_handover: str = "carry") -> "WCCConv2d":
+        """Build from a 1x1, stride-1, groups-1 conv, or a QuantConv2d/WCCConv2d whose learned clips
+        start the new layer's (``clip_handover``, one of :data:`CLIP_HANDOVERS`)."""
         config = config if config is not None else WCCConfig()
         if isinstance(conv, nn.Conv2d):
             reason = wcc_incompatibility(conv)
@@ -111,7 +118,7 @@ class WCCConv2d(nn.Module):
                 raise ValueError(reason)
         elif not isinstance(conv, WCCConv2d):
             raise TypeError(f"expected an nn.Conv2d, got {type(conv).__name__}")
-        act_alpha, weight_alpha = _clips_of(conv)
+        act_alpha, weight_alpha = _clips_of(conv, config.levels, clip_handover)
         layer = cls(conv.in_channels, conv.out_channels, conv.bias is not None, config, act_alpha, weight_alpha,
                     device=conv.weight.device, dtype=conv.weight.dtype)
         _copy_params(layer, conv)
@@ -173,11 +180,28 @@ def _copy_params(layer: nn.Module, conv: nn.Module) -> None:
             layer.bias.copy_(bias)  # type: ignore[operator]
 
 
-def _clips_of(conv: nn.Module) -> tuple[float, float]:
-    """Learned clip values of an already-quantized layer, else the initial values."""
-    if isinstance(conv, (QuantConv2d, WCCConv2d)):
-        return conv.act_alpha.item(), conv.weight_alpha.item()
-    return ACT_ALPHA_INIT, WEIGHT_ALPHA_INIT
+def _wavelet_levels(conv: nn.Module) -> int:
+    """Haar levels between a layer's input and its activation quantizer (0: it quantizes pixels)."""
+    return conv.config.levels if isinstance(conv, WCCConv2d) else 0
+
+
+def _clips_of(conv: nn.Module, levels: int = 0, clip_handover: str = "carry") -> tuple[float, float]:
+    """(activation clip, weight clip) a layer quantizing after ``levels`` Haar levels starts from
+    when it replaces ``conv``: ``conv``'s learned clips if it is quantized, else the initial values.
+
+    With ``"transform-gain"`` the activation clip is scaled by 2^(levels - conv's levels). A J-level
+    orthonormal Haar turns a constant region of value v into an LL coefficient of 2^J v
+    (docs/design.md §3.1), so a clip learned on pixels cuts the LL band of a WCC layer that starts
+    from it; a long fine-tune can learn the clip again, a short one cannot (docs/design.md §4.2).
+    """
+    if clip_handover not in CLIP_HANDOVERS:
+        raise ValueError(f"clip_handover must be one of {CLIP_HANDOVERS}, got {clip_handover!r}")
+    if not isinstance(conv, (QuantConv2d, WCCConv2d)):
+        return ACT_ALPHA_INIT, WEIGHT_ALPHA_INIT
+    act_alpha = conv.act_alpha.item()
+    if clip_handover == "transform-gain":
+        act_alpha *= 2.0 ** (levels - _wavelet_levels(conv))
+    return act_alpha, conv.weight_alpha.item()
 
 
 class QuantConv2d(nn.Conv2d):
@@ -203,10 +227,11 @@ class QuantConv2d(nn.Conv2d):
 
     @classmethod
     def from_conv2d(cls, conv: "nn.Conv2d | WCCConv2d", weight_bits: int | None = 8,
-                    act_bits: int | None = 8) -> "QuantConv2d":
+                    act_bits: int | None = 8, clip_handover: str = "carry") -> "QuantConv2d":
         """Build from any ``nn.Conv2d``, a QuantConv2d or a WCCConv2d (a 1x1 conv: WCC -> plain
-        quantization); learned clips carry over from the quantized layers."""
-        act_alpha, weight_alpha = _clips_of(conv)
+        quantization); the quantized layers' learned clips start the new layer's (``clip_handover``,
+        one of :data:`CLIP_HANDOVERS`)."""
+        act_alpha, weight_alpha = _clips_of(conv, 0, clip_handover)
         if isinstance(conv, WCCConv2d):
             geometry: dict[str, Any] = {"kernel_size": 1}
         elif isinstance(conv, nn.Conv2d):

@@ -3,7 +3,9 @@
 The paper's FP32 Cityscapes row is VainF's checkpoint evaluated as it is; this command does
 that for any checkpoint (docs/design.md §4.1), and, with ``--precision`` / ``--shrinkage``,
 evaluates it after :func:`wcc.convert` with that row's configuration and no fine-tuning
-("post-training WCC"; the learned clips start from their initial values). The result is one
+("post-training WCC"). A full-precision checkpoint's converted layers start from the initial
+clips; a converted stage's (e.g. 8/8 -> WCC 50%) start from its learned clips, handed over as
+``--clip-handover`` says (default: as the profile's fine-tunes do). The result is one
 ``tables`` record (profile ``evaluate``), next to the staged rows of ``bench tables``.
 
 Checkpoints: anything :func:`wcc.train.checkpoint.load_weights` reads (VainF's files, bare state
@@ -28,6 +30,7 @@ __all__ = ["LoadedCheckpoint", "load_table_checkpoint", "row_for", "evaluate_che
 def configure(p: argparse.ArgumentParser) -> None:
     from bench.tables.profiles import DEFAULT_PROFILE, PROFILES
     from wcc.data.synthetic import parse_size
+    from wcc.layers import CLIP_HANDOVERS
 
     p.description = (
         "Evaluate one checkpoint on a table's evaluation split and write a results record (kind tables, "
@@ -42,6 +45,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="convert to this row's precision first, e.g. 8/8 or 8/4 (default: evaluate as it is)")
     p.add_argument("--shrinkage", default=None, metavar="PCT",
                    help="with WCC: 50%%, 25%% or 12.5%% (implies --precision 8/8)")
+    p.add_argument("--clip-handover", default=None, choices=CLIP_HANDOVERS,
+                   help="when a converted stage checkpoint is converted again: carry its learned activation clips "
+                        "as they are (the paper's code) or scale them by the Haar gain 2^J (transform-gain; "
+                        "docs/design.md §4.2) (default: what the profile's fine-tunes do)")
     p.add_argument("--data-root", default=None,
                    help="real data: a folder holding cityscapes/ and kitti/ (default: SynthStreets under --out)")
     p.add_argument("--profile", default=None, choices=sorted(PROFILES),
@@ -118,23 +125,26 @@ def row_for(table: str, precision: str | None, shrinkage: str | None, conversion
 def evaluate_checkpoint(table: str, checkpoint: str | Path, *, profile: str, precision: str | None = None,
                         shrinkage: str | None = None, out: str | Path = "out/tables",
                         data_root: str | Path | None = None, eval_size: tuple[int, int] | None = None,
-                        device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+                        device: str = "cpu", progress: bool = True,
+                        clip_handover: str | None = None) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``table`` (converted first when ``precision``/``shrinkage`` are
-    given) and return the fields of its :class:`bench.rows.TableRecord`."""
+    given; an already converted stage is converted on top, its clips handed over as
+    ``clip_handover`` says, default the profile's) and return the fields of its
+    :class:`bench.rows.TableRecord`."""
     from bench.rows import TableRecord
+    from bench.tables.profiles import get_profile
     from bench.tables.run import evaluator, file_ref, record_metrics, row_facts
     from wcc import convert
     from wcc.models import paper_keep_fp
 
     loaded = load_table_checkpoint(table, checkpoint)
     post_training = precision is not None or shrinkage is not None
-    if post_training and loaded.conversions:
-        raise ValueError(f"{checkpoint} is already converted (stage {loaded.stage}); --precision/--shrinkage "
-                         f"convert a full-precision checkpoint")
     row = row_for(table, precision, shrinkage, loaded.conversions)
+    handover = None
     if post_training:
         assert row.stage.config is not None
-        convert(loaded.model, row.stage.config, keep_fp=paper_keep_fp(loaded.model))
+        handover = clip_handover or get_profile(profile).recipes[table].finetune_clip_handover
+        convert(loaded.model, row.stage.config, keep_fp=paper_keep_fp(loaded.model), clip_handover=handover)
     evaluate, source = evaluator(profile, table, out, data_root, device, eval_size, progress)
     t0 = time.perf_counter()
     metrics = evaluate(loaded.model)
@@ -154,6 +164,7 @@ def evaluate_checkpoint(table: str, checkpoint: str | Path, *, profile: str, pre
         device=device,
         init_checkpoint=file_ref(checkpoint),
         procedure="post-training" if post_training else "evaluated",
+        clip_handover=handover if loaded.conversions else None,
         eval_size=list(eval_size) if eval_size else None,
     ).to_dict()
 
@@ -188,6 +199,9 @@ def run(args: argparse.Namespace) -> int:
                       f"{sorted({r.precision for r in SWEEPS[args.table].rows if r.precision != 'FP32'})}")
     if args.shrinkage is not None and args.shrinkage not in {r.shrinkage for r in SWEEPS[args.table].rows} - {"---"}:
         errors.append(f"--shrinkage {args.shrinkage}: give one of 50%, 25%, 12.5%")
+    if args.clip_handover is not None and args.precision is None and args.shrinkage is None:
+        errors.append(f"--clip-handover {args.clip_handover}: only a conversion hands clips over; "
+                      f"add --precision or --shrinkage")
     if args.eval_size is not None and min(args.eval_size) < 16:
         errors.append(f"--eval-size {args.eval_size[0]}x{args.eval_size[1]}: give at least 16x16")
     loaded_error = None
@@ -195,9 +209,6 @@ def run(args: argparse.Namespace) -> int:
         try:  # the file must fit the table's model: checked before any data is generated or read
             loaded = load_table_checkpoint(args.table, args.checkpoint)
             row_for(args.table, args.precision, args.shrinkage, loaded.conversions)
-            if loaded.conversions and (args.precision or args.shrinkage):
-                loaded_error = (f"--checkpoint {args.checkpoint}: already converted (stage {loaded.stage}); "
-                                f"--precision/--shrinkage convert a full-precision checkpoint")
         except (ValueError, FileNotFoundError) as exc:
             loaded_error = f"--checkpoint {args.checkpoint}: {exc}"
     if report_errors("bench evaluate", [*errors, loaded_error]):
@@ -209,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         fields = evaluate_checkpoint(args.table, args.checkpoint, precision=args.precision, shrinkage=args.shrinkage,
                                      profile=profile, out=args.out, data_root=args.data_root,
                                      eval_size=args.eval_size, device=device_for(args.device),
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, clip_handover=args.clip_handover)
     except DataError as exc:
         print(f"bench evaluate: {exc}", file=sys.stderr)
         return 2

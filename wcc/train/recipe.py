@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
+from wcc.layers import CLIP_HANDOVERS
+
 __all__ = ["Recipe", "CLASS_WEIGHTS", "paper_segmentation", "paper_depth", "cpu_segmentation", "cpu_depth"]
 
 #: The class weighting schemes of the segmentation loss (``Recipe.class_weights``).
@@ -22,6 +24,10 @@ class Recipe:
     ``class_weights`` (segmentation): ``"none"`` is plain cross-entropy; ``"sqrt-median-frequency"``
     weighs class ``c`` by ``sqrt(median_f / f_c)``, ``f`` the classes' pixel frequencies in the
     training set (:func:`wcc.train.losses.class_weights`).
+    ``finetune_clip_handover``: how each fine-tuned stage's converted layers start their activation
+    clips from the parent stage's (:data:`wcc.layers.CLIP_HANDOVERS`): ``"carry"`` as in the paper's
+    code (docs/design.md §3.5), ``"transform-gain"`` scaled by the Haar gain 2^J when a layer starts
+    quantizing wavelet coefficients; what a fine-tune too short to learn the clip again needs (§4.2).
     """
 
     task: Literal["segmentation", "depth"]
@@ -45,6 +51,7 @@ class Recipe:
     num_workers: int = 0
     seed: int = 0
     class_weights: Literal["none", "sqrt-median-frequency"] = "none"
+    finetune_clip_handover: Literal["carry", "transform-gain"] = "carry"
 
     def __post_init__(self) -> None:
         if self.task not in ("segmentation", "depth"):
@@ -55,6 +62,9 @@ class Recipe:
             raise ValueError(f"class_weights must be one of {CLASS_WEIGHTS}, got {self.class_weights!r}")
         if self.class_weights != "none" and self.task != "segmentation":
             raise ValueError(f"class_weights apply to segmentation only, got {self.class_weights!r} for {self.task}")
+        if self.finetune_clip_handover not in CLIP_HANDOVERS:
+            raise ValueError(f"finetune_clip_handover must be one of {CLIP_HANDOVERS}, "
+                             f"got {self.finetune_clip_handover!r}")
         for name in ("lr", "finetune_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -98,15 +108,17 @@ def paper_depth() -> Recipe:
 
 def cpu_segmentation(steps: int = 300, finetune_steps: int = 60, crop: tuple[int, int] = (128, 256),
                      batch_size: int = 8) -> Recipe:
-    """A small recipe that trains DeepLabV3+ from scratch on SynthStreets on a CPU in minutes."""
+    """A small recipe that trains DeepLabV3+ from scratch on SynthStreets on a CPU in minutes. Its
+    fine-tunes are too short to learn a clip again, so WCC clips start at the Haar gain (§4.2)."""
     return Recipe(task="segmentation", optimizer="adam", lr=2e-3, steps=steps, batch_size=batch_size, crop=crop,
                   finetune_lr=3e-4, finetune_steps=finetune_steps, weight_decay=0.0, lr_policy="poly",
-                  scale_range=(0.75, 1.5), checkpoint_every=50)
+                  scale_range=(0.75, 1.5), checkpoint_every=50, finetune_clip_handover="transform-gain")
 
 
 def cpu_depth(steps: int = 300, finetune_steps: int = 60, crop: tuple[int, int] = (96, 320),
               batch_size: int = 8) -> Recipe:
-    """A small recipe that trains the depth network on SynthStreets on a CPU in minutes."""
+    """A small recipe that trains the depth network on SynthStreets on a CPU in minutes (clips as
+    in :func:`cpu_segmentation`)."""
     return Recipe(task="depth", optimizer="adam", lr=2e-3, steps=steps, batch_size=batch_size, crop=crop,
                   finetune_lr=3e-4, finetune_steps=finetune_steps, weight_decay=0.0, lr_policy="poly",
-                  scale_range=(1.0, 1.0), checkpoint_every=50)
+                  scale_range=(1.0, 1.0), checkpoint_every=50, finetune_clip_handover="transform-gain")

@@ -74,8 +74,8 @@ def stage_paths(workdir: Path, name: str) -> tuple[Path, Path]:
 
 
 def _model_for_stage(stage: Stage, arch: dict[str, Any], workdir: Path,
-                     keep_fp: Callable[[nn.Module], list[str]],
-                     init: FirstStageInit) -> tuple[nn.Module, list[dict[str, Any]]]:
+                     keep_fp: Callable[[nn.Module], list[str]], init: FirstStageInit,
+                     clip_handover: str) -> tuple[nn.Module, list[dict[str, Any]]]:
     model = build_model(arch)
     conversions: list[dict[str, Any]] = []
     if stage.parent is None and init.pretrained_backbone is not None:
@@ -91,7 +91,8 @@ def _model_for_stage(stage: Stage, arch: dict[str, Any], workdir: Path,
         model.load_state_dict(parent["model"])
     if stage.config is not None:
         names = keep_fp(model)
-        convert(model, stage.config, keep_fp=names)
+        # A replayed conversion (apply_conversions) needs no hand-over: the state dict sets the clips.
+        convert(model, stage.config, keep_fp=names, clip_handover=clip_handover)
         conversions.append({"config": stage.config.to_dict(), "keep_fp": names})
     return model, conversions
 
@@ -141,7 +142,8 @@ def run_stage(
         apply_conversions(model, conversions)
         model.load_state_dict(resume["model"])
     else:
-        model, conversions = _model_for_stage(stage, arch, workdir, keep_fp, init)
+        model, conversions = _model_for_stage(stage, arch, workdir, keep_fp, init,
+                                             recipe.finetune_clip_handover)
 
     first = stage.parent is None
     # A first stage that starts from a given checkpoint is that checkpoint, evaluated as it is.
