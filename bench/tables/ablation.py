@@ -31,7 +31,7 @@ _SEED = 1  # not the tables' seed 0: the ablation never evaluates a training sce
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.description = (
-        "Evaluate one finished bench tables run's 8/8 and WCC 50/25/12.5%% checkpoints, unchanged, at several "
+        "Evaluate one finished bench tables run's 8/8 and WCC 50/25/12.5% checkpoints, unchanged, at several "
         "image sizes on fresh SynthStreets scenes, and write an ablation record (the drop of each WCC row "
         "against 8/8 at each size). The report plots it.")
     p.add_argument("--run", default="out/tables", metavar="OUT",
