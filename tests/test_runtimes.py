@@ -297,3 +297,18 @@ def test_openvino_layer_matches_eager_when_installed() -> None:
     ref = conv(x).detach()
     assert rt.max_rel_err(rt.build_runtime("openvino_fp32", conv, x).fn(), ref) < rt.FP32_TOL
     assert 0 < rt.max_rel_err(rt.build_runtime("openvino_int8", conv, x).fn(), ref) < rt.INT8_LAYER_TOL
+
+
+def test_int8_peak_is_the_best_int8_gemm_on_the_machine(monkeypatch) -> None:
+    """The int8 peak takes ONNX Runtime's MatMulInteger too: on AVX2 CPUs torch._int_mm is a
+    generic loop, and a floor from it (or from torch.mm) sat above ORT int8's measured time."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from bench.timing import floor
+
+    rate = floor._ort_int8_gemm_rate(256, 1)
+    assert rate is not None and rate > 0
+    monkeypatch.setattr(floor, "_ort_int8_gemm_rate", lambda n, repeats: 1e18)
+    assert floor.measure_peaks("cpu", repeats=1)["int8_macs_per_s"] == 1e18
+    monkeypatch.setattr(floor, "_ort_int8_gemm_rate", lambda n, repeats: None)  # not installed
+    assert 0 < floor.measure_peaks("cpu", repeats=1)["int8_macs_per_s"] < 1e18

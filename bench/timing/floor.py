@@ -7,8 +7,12 @@ recorded in the record's ``environment.peaks``:
   (CUDA) float32 tensor into a preallocated one, counting the bytes read plus the bytes written;
 * ``fp32_macs_per_s`` - float32 GEMM peak: the best of a few ``torch.mm`` of square matrices
   (2048 on the CPU, 8192 on CUDA), in multiply-accumulates per second;
-* ``int8_macs_per_s`` - int8 GEMM peak: the same with ``torch._int_mm`` (int8 x int8 -> int32);
-  on CUDA also ``fp16_macs_per_s``.
+* ``int8_macs_per_s`` - int8 GEMM peak: the best of ``torch._int_mm`` (int8 x int8 -> int32)
+  and, on the CPU where onnxruntime is installed, ONNX Runtime's ``MatMulInteger`` (uint8 x int8
+  -> int32, its MLAS kernels), each on square matrices of the same size. On a CPU without int8 dot
+  products (AVX2) ``torch._int_mm`` is a generic loop while ONNX Runtime multiplies int8 faster than
+  ``torch.mm`` multiplies float32; a floor from either of the first two alone sat above ONNX
+  Runtime int8's measured time there. On CUDA also ``fp16_macs_per_s``.
 
 The floor of a row (:func:`roofline_s`) is the time no implementation on this machine can beat
 given what the row has to do, under perfect overlap of memory traffic and arithmetic::
@@ -96,11 +100,14 @@ def measure_peaks(device: str | torch.device = "cpu", repeats: int = 5) -> dict[
         # A CPU without int8 dot products runs torch._int_mm as a generic loop (~0.3 GMAC/s on
         # AVX2): the full-size product would take minutes and say nothing more than a small one.
         small = rate(n_mm // 4, 1)
-        return small if n_mm ** 3 / small > 2.0 else rate(n_mm, repeats)
+        torch_rate = small if n_mm ** 3 / small > 2.0 else rate(n_mm, repeats)
+        ort_rate = _ort_int8_gemm_rate(n_mm, repeats) if not cuda else None
+        return max(torch_rate, ort_rate or 0.0)
 
     out: dict[str, Any] = {
         "method": f"best of {repeats}: copy of {n_copy * 4 >> 20} MiB float32 (bytes read + written); "
-                  f"{n_mm}^3 torch.mm float32; {n_mm}^3 torch._int_mm int8",
+                  f"{n_mm}^3 torch.mm float32; {n_mm}^3 int8: the better of torch._int_mm and, on the CPU, "
+                  f"onnxruntime MatMulInteger (where installed)",
         "threads": torch.get_num_threads(),
         "bandwidth_Bps": _field(bandwidth),
         "fp32_macs_per_s": _field(lambda: gemm(torch.float32)),
@@ -109,6 +116,40 @@ def measure_peaks(device: str | torch.device = "cpu", repeats: int = 5) -> dict[
     if cuda:
         out["fp16_macs_per_s"] = _field(lambda: gemm(torch.float16))
     return out
+
+
+def _ort_int8_gemm_rate(n: int, repeats: int) -> float | None:
+    """MACs per second of ONNX Runtime's ``MatMulInteger`` on ``(n, n) uint8 @ (n, n) int8``
+    (the weight a constant, as in a quantized conv) with the suite's ORT thread settings; None
+    where onnx or onnxruntime is not installed."""
+    try:
+        import numpy as np
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    import tempfile
+    from pathlib import Path
+
+    from bench.timing.runtimes import _ort_session
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.integers(-128, 128, (n, n), dtype=np.int8), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "int8_gemm_peak",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    a = rng.integers(0, 256, (n, n), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "int8_gemm.onnx"
+        onnx.save(model, str(path))
+        session = _ort_session(path, ["CPUExecutionProvider"])
+    return n ** 3 / _best(lambda: session.run(None, {"a": a}), torch.device("cpu"), repeats)
 
 
 def roofline_s(bytes_moved: float, macs: float, bandwidth_Bps: float, macs_per_s: float) -> float:
