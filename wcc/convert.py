@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 from torch import nn
 
 from wcc.config import QuantConfig, WCCConfig
-from wcc.layers import CLIP_HANDOVERS, QuantConv2d, WCCConv2d
+from wcc.layers import QuantConv2d, WCCConv2d, check_clip_handover
 from wcc.rules import wcc_incompatibility
 
 __all__ = ["convert", "ConversionReport", "ConversionEntry", "is_wcc_candidate"]
@@ -98,8 +98,7 @@ def convert(
     """
     if not isinstance(config, (WCCConfig, QuantConfig)):
         raise TypeError(f"config must be a WCCConfig or QuantConfig, got {type(config).__name__}")
-    if clip_handover not in CLIP_HANDOVERS:
-        raise ValueError(f"clip_handover must be one of {CLIP_HANDOVERS}, got {clip_handover!r}")
+    check_clip_handover(clip_handover)  # before any layer is replaced
     keep_fp = [keep_fp] if isinstance(keep_fp, str) else list(keep_fp)
     named = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, WCCConv2d))]
     unknown = [p for p in keep_fp if not any(_matches(n, [p]) for n, _ in named)]

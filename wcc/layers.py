@@ -22,12 +22,18 @@ from wcc.quant import (
 )
 from wcc.rules import check_input, wcc_incompatibility
 
-__all__ = ["WCCConv2d", "QuantConv2d", "check_input", "CLIP_HANDOVERS"]
+__all__ = ["WCCConv2d", "QuantConv2d", "check_input", "CLIP_HANDOVERS", "check_clip_handover"]
 
 #: How a converted layer's activation clip starts from the quantized layer it replaces
 #: (docs/design.md §3.5): ``"carry"`` copies it; ``"transform-gain"`` scales it by the gain of the
 #: Haar levels the quantizer moves across (x 2^J from a pixel-domain QuantConv2d to a J-level WCC).
 CLIP_HANDOVERS = ("carry", "transform-gain")
+
+
+def check_clip_handover(value: str, name: str = "clip_handover") -> None:
+    """ValueError unless ``value`` is one of :data:`CLIP_HANDOVERS` (``name``: what the caller calls it)."""
+    if value not in CLIP_HANDOVERS:
+        raise ValueError(f"{name} must be one of {CLIP_HANDOVERS}, got {value!r}")
 
 
 def _check_dtype(x: torch.Tensor, weight: torch.Tensor, layer: str) -> None:
@@ -194,8 +200,7 @@ def _clips_of(conv: nn.Module, levels: int = 0, clip_handover: str = "carry") ->
     (docs/design.md §3.1), so a clip learned on pixels cuts the LL band of a WCC layer that starts
     from it; a long fine-tune can learn the clip again, a short one cannot (docs/design.md §4.2).
     """
-    if clip_handover not in CLIP_HANDOVERS:
-        raise ValueError(f"clip_handover must be one of {CLIP_HANDOVERS}, got {clip_handover!r}")
+    check_clip_handover(clip_handover)
     if not isinstance(conv, (QuantConv2d, WCCConv2d)):
         return ACT_ALPHA_INIT, WEIGHT_ALPHA_INIT
     act_alpha = conv.act_alpha.item()

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from wcc.layers import CLIP_HANDOVERS
+from wcc.layers import check_clip_handover
 
 __all__ = ["Recipe", "CLASS_WEIGHTS", "paper_segmentation", "paper_depth", "cpu_segmentation", "cpu_depth"]
 
@@ -62,9 +62,7 @@ class Recipe:
             raise ValueError(f"class_weights must be one of {CLASS_WEIGHTS}, got {self.class_weights!r}")
         if self.class_weights != "none" and self.task != "segmentation":
             raise ValueError(f"class_weights apply to segmentation only, got {self.class_weights!r} for {self.task}")
-        if self.finetune_clip_handover not in CLIP_HANDOVERS:
-            raise ValueError(f"finetune_clip_handover must be one of {CLIP_HANDOVERS}, "
-                             f"got {self.finetune_clip_handover!r}")
+        check_clip_handover(self.finetune_clip_handover, "finetune_clip_handover")
         for name in ("lr", "finetune_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
