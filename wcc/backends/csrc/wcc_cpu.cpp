@@ -55,6 +55,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 
 namespace {
 
@@ -91,9 +95,11 @@ struct Geo {
 };
 
 // ----------------------------------------------------------------------------------------------
-// SIMD through GCC/Clang vector extensions: one 64-byte vector type per scalar type, compiled
-// for the host ISA (AVX-512: one register; AVX2/SSE: split by the compiler). Only IEEE add,
-// sub, mul, div and exact shuffles are used, so results equal the scalar formulas bit for bit.
+// SIMD through GCC/Clang vector extensions, one vector type per scalar type, as wide as the
+// host's registers: 64 bytes with AVX-512, else 32 bytes (AVX2). Wider-than-register vectors
+// are not split well: GCC lowers their shuffles and selects element by element through the
+// stack (measured on an AVX2 machine: the transform ran at a seventh of its speed). Only IEEE
+// add, sub, mul, div and exact shuffles are used, so results equal the scalar formulas bit for bit.
 
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
 #define WCC_SHUFFLE(V, I, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
@@ -101,33 +107,39 @@ struct Geo {
 #define WCC_SHUFFLE(V, I, a, b, ...) __builtin_shuffle(a, b, I{__VA_ARGS__})
 #endif
 
-template <typename T>
-struct Vec;
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#elif defined(__AVX__)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;  // SSE, NEON
+#endif
 
-template <>
-struct Vec<float> {
-  static constexpr int L = 16;
-  typedef float V __attribute__((vector_size(64)));
-  typedef int32_t I __attribute__((vector_size(64)));
-  // Adding and subtracting 1.5 * 2^23 rounds |x| < 2^22 to an integer, ties to even
-  // (= std::nearbyint / torch.round in the default rounding mode).
-  static constexpr float kRound = 12582912.0f;
-  static V even(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30); }
-  static V odd(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31); }
-  static V zip_lo(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23); }
-  static V zip_hi(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31); }
-};
+template <typename T, int Bytes = kVecBytes>
+struct Vec {
+  static constexpr int L = Bytes / int(sizeof(T));
+  typedef T V __attribute__((vector_size(Bytes)));
+  typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> IT;
+  typedef IT I __attribute__((vector_size(Bytes)));
+  // Adding and subtracting 1.5 * 2^(mantissa bits) rounds |x| < 2^(mantissa bits - 1) to an
+  // integer, ties to even (= std::nearbyint / torch.round in the default rounding mode).
+  static constexpr T kRound = sizeof(T) == 4 ? T(12582912.0) : T(6755399441055744.0);
+  // Lanes of the concatenation (a, b): even ones, odd ones; interleaving a's and b's low halves,
+  // then their high halves.
+  static V even(V a, V b) { return even_(a, b, std::make_index_sequence<L>{}); }
+  static V odd(V a, V b) { return odd_(a, b, std::make_index_sequence<L>{}); }
+  static V zip_lo(V a, V b) { return zip_(a, b, std::make_index_sequence<L>{}, std::integral_constant<int, 0>{}); }
+  static V zip_hi(V a, V b) { return zip_(a, b, std::make_index_sequence<L>{}, std::integral_constant<int, L / 2>{}); }
 
-template <>
-struct Vec<double> {
-  static constexpr int L = 8;
-  typedef double V __attribute__((vector_size(64)));
-  typedef int64_t I __attribute__((vector_size(64)));
-  static constexpr double kRound = 6755399441055744.0;  // 1.5 * 2^52
-  static V even(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 0, 2, 4, 6, 8, 10, 12, 14); }
-  static V odd(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 1, 3, 5, 7, 9, 11, 13, 15); }
-  static V zip_lo(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 0, 8, 1, 9, 2, 10, 3, 11); }
-  static V zip_hi(V a, V b) { return WCC_SHUFFLE(V, I, a, b, 4, 12, 5, 13, 6, 14, 7, 15); }
+ private:
+  template <size_t... i>
+  static V even_(V a, V b, std::index_sequence<i...>) { return WCC_SHUFFLE(V, I, a, b, int(2 * i)...); }
+  template <size_t... i>
+  static V odd_(V a, V b, std::index_sequence<i...>) { return WCC_SHUFFLE(V, I, a, b, int(2 * i + 1)...); }
+  template <size_t... i, int h>
+  static V zip_(V a, V b, std::index_sequence<i...>, std::integral_constant<int, h>) {
+    return WCC_SHUFFLE(V, I, a, b, int(h + i / 2 + (i % 2) * L)...);
+  }
 };
 
 template <typename T>
@@ -408,7 +420,24 @@ inline void accumulate_and_store(const T* __restrict cf, int64_t count, T alpha,
       r = r != r ? sentinel : r;
       // Through 32-bit lanes: a direct float -> int8 conversion is scalarized by GCC.
       typedef int32_t IV __attribute__((vector_size(L * sizeof(int32_t))));
-      const SV code = __builtin_convertvector(__builtin_convertvector(r, IV), SV);
+      const IV wide = __builtin_convertvector(r, IV);
+#if defined(__AVX2__) && !defined(__AVX512F__)
+      if constexpr (L == 8 && sizeof(S) <= 2) {
+        // GCC scalarizes the narrowing below without AVX-512 (8 extracts and shifts per vector);
+        // saturating packs do it in two instructions and are exact here: every lane already
+        // fits S (a code, or S's minimum as the NaN sentinel).
+        __m256i w;
+        std::memcpy(&w, &wide, sizeof(w));
+        const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+        if constexpr (sizeof(S) == 2) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(st + p), w16);
+        } else {
+          _mm_storel_epi64(reinterpret_cast<__m128i*>(st + p), _mm_packs_epi16(w16, w16));
+        }
+        continue;
+      }
+#endif
+      const SV code = __builtin_convertvector(wide, SV);
       std::memcpy(st + p, &code, sizeof(code));
     }
   }
