@@ -227,6 +227,7 @@ def test_backend_matches_reference(backend_on, monkeypatch, shape, c_out, levels
 @pytest.mark.parametrize("shape,c_out,levels,keep,act_bits", [
     pytest.param((2, 8, 13, 21), 12, 2, 0.25, 8, id="J2-odd-q8"),
     pytest.param((1, 16, 9, 30), 20, 3, 0.5, 6, id="J3-odd-q6"),
+    pytest.param((1, 7, 11, 37), 5, 1, 0.75, 8, id="J1-odd-cin-q8"),  # an unpaired channel, odd row and column counts
 ])
 def test_integer_weight_codes_match_reference(backend_on, monkeypatch, shape, c_out, levels, keep, act_bits,
                                               weight_bits):

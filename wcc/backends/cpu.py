@@ -9,7 +9,8 @@ needed, the transformed input is kept as integer quantization codes (int8 up to 
 carry exactly the fake-quant values; when the caller also passes the weight's codes
 (:class:`wcc.quant.WeightCodes`, as :class:`~wcc.layers.WCCConv2d` does in inference), the GEMM
 runs on the int8 codes with exact int32 sums (``torch._int_mm``: oneDNN, VNNI where the CPU has
-it), about four times the float GEMM's throughput. Large outputs are allocated on transparent
+it, about four times the float GEMM's throughput; on AVX2 CPUs without VNNI the kernels' own
+exact ``vpmaddubsw`` GEMM, about 1.5 times). Large outputs are allocated on transparent
 huge pages (a fresh 4 KiB-paged output costs a page fault per 4 KiB on every call), and freed
 output blocks are reused (up to 256 MiB), so a layer's output does not fault in and zero fresh
 pages on every call.
@@ -56,14 +57,18 @@ _WCCFunction = wcc_function("wcc_cpu")  # autograd around torch.ops.wcc_cpu (wcc
 
 @functools.cache
 def _int8_gemm_off() -> str | None:
-    """Why the kernels multiply in float instead of on int8 codes (None: they use the int8 GEMM).
+    """Why the kernels multiply in float instead of on int8 codes (None: they use an int8 GEMM).
 
-    The integer GEMM is torch's int8 x int8 -> int32 matmul (oneDNN). It is fast only where the
-    CPU has int8 dot-product instructions (VNNI, AMX): on an AVX2-only CPU torch runs a generic
-    loop, measured 55x slower than the float GEMM of the same shape (1.65 s against 0.03 s for
-    256x256 @ 256x8192 on one thread), which made the WCC layer 5-15x slower than dense there.
-    Both paths give the reference's result up to float rounding (docs/design.md §3.8).
+    Built for an AVX2 CPU without int8 dot products, the kernels carry their own exact integer
+    GEMM (``vpmaddubsw`` on |x| and w with x's sign, which cannot saturate for codes in
+    [-127, 127]: 61 GMAC/s per core measured against 42 for float32 ``torch.mm``). Elsewhere the integer GEMM is torch's int8 x int8 -> int32 matmul (oneDNN),
+    fast only where the CPU has int8 dot-product instructions (VNNI, AMX): on an AVX2-only CPU
+    torch runs a generic loop, measured 55x slower than the float GEMM of the same shape (1.65 s
+    against 0.03 s for 256x256 @ 256x8192 on one thread). Both paths give the reference's result
+    up to float rounding (docs/design.md §3.8).
     """
+    if _int8_gemm_name() == "avx2-quads":
+        return None
     try:
         a = torch.tensor([[1, -2], [3, 4]], dtype=torch.int8)
         if torch._int_mm(a, a).tolist() != [[-5, -10], [15, 10]]:
@@ -73,6 +78,16 @@ def _int8_gemm_off() -> str | None:
     if int8_dot_product_isa() is None:
         return "this CPU has neither VNNI nor AMX, where torch._int_mm is a slow generic loop"
     return None
+
+
+def _int8_gemm_name() -> str | None:
+    """The compiled kernels' integer GEMM: ``"avx2-quads"`` (their own, built for AVX2 without
+    VNNI/AMX) or ``"torch._int_mm"``; None when the kernels are not loaded."""
+    from wcc.backends import cpu_build
+
+    if cpu_build.load() is not None:
+        return None
+    return str(torch.ops.wcc_cpu.int8_gemm())
 
 
 class CPUBackend(Backend):
@@ -87,7 +102,7 @@ class CPUBackend(Backend):
 
     def details(self) -> str | None:
         off = _int8_gemm_off()
-        gemm = "int8 (torch._int_mm) for <= 8-bit layers" if off is None else f"float ({off})"
+        gemm = f"int8 ({_int8_gemm_name()}) for <= 8-bit layers" if off is None else f"float ({off})"
         huge = "off (WCC_CPU_HUGE_PAGES=0)" if os.environ.get("WCC_CPU_HUGE_PAGES") == "0" else "on (>= 4 MiB)"
         return f"GEMM: {gemm}; huge-page outputs: {huge}"
 
