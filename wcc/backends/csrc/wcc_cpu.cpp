@@ -56,7 +56,7 @@
 #include <utility>
 #include <vector>
 
-#if defined(__AVX2__)
+#if defined(__AVX__)
 #include <immintrin.h>
 #endif
 
@@ -196,9 +196,32 @@ inline void analysis_row(const T* __restrict top, const T* __restrict bot, int64
   }
 }
 
+// Stores a vector to memory that will not be read again soon (a layer's output, larger than the
+// caches), bypassing the caches where the ISA has streaming stores: a plain store first reads
+// the line it writes (read for ownership), twice the memory traffic. `p` is vector-aligned.
+// Callers finish with stream_fence() before other threads may read the data.
+template <typename T>
+inline void vstream(T* p, typename Vec<T>::V v) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(v) == 64 && std::is_same_v<T, float>) return _mm512_stream_ps(p, reinterpret_cast<__m512>(v));
+  if constexpr (sizeof(v) == 64 && std::is_same_v<T, double>) return _mm512_stream_pd(p, reinterpret_cast<__m512d>(v));
+#elif defined(__AVX__)
+  if constexpr (sizeof(v) == 32 && std::is_same_v<T, float>) return _mm256_stream_ps(p, reinterpret_cast<__m256>(v));
+  if constexpr (sizeof(v) == 32 && std::is_same_v<T, double>) return _mm256_stream_pd(p, reinterpret_cast<__m256d>(v));
+#endif
+  vstore(p, v);
+}
+
+inline void stream_fence() {
+#if defined(__AVX__)
+  _mm_sfence();
+#endif
+}
+
 // One synthesis level (the transpose; reference order as in wcc/haar.py), plus `bias` after the
-// rounding when kBias (the reference adds the bias to the cropped reconstruction).
-template <typename T, bool kBias = false>
+// rounding when kBias (the reference adds the bias to the cropped reconstruction). kStream:
+// `top` and `bot` are vector-aligned and written with streaming stores (see vstream).
+template <typename T, bool kBias = false, bool kStream = false>
 inline void synthesis_row(const T* __restrict ll, const T* __restrict h, const T* __restrict v,
                           const T* __restrict d, int64_t cols, T* __restrict top, T* __restrict bot,
                           T bias = T(0)) {
@@ -218,10 +241,17 @@ inline void synthesis_row(const T* __restrict ll, const T* __restrict h, const T
       c = c + vb;
       e = e + vb;
     }
-    vstore(top + 2 * j, W::zip_lo(a, b));
-    vstore(top + 2 * j + L, W::zip_hi(a, b));
-    vstore(bot + 2 * j, W::zip_lo(c, e));
-    vstore(bot + 2 * j + L, W::zip_hi(c, e));
+    if constexpr (kStream) {
+      vstream(top + 2 * j, W::zip_lo(a, b));
+      vstream(top + 2 * j + L, W::zip_hi(a, b));
+      vstream(bot + 2 * j, W::zip_lo(c, e));
+      vstream(bot + 2 * j + L, W::zip_hi(c, e));
+    } else {
+      vstore(top + 2 * j, W::zip_lo(a, b));
+      vstore(top + 2 * j + L, W::zip_hi(a, b));
+      vstore(bot + 2 * j, W::zip_lo(c, e));
+      vstore(bot + 2 * j + L, W::zip_hi(c, e));
+    }
   }
   for (; j < cols; ++j) {
     const T l = ll[j], hh = h[j], vv = v[j], dd = d[j];
@@ -328,7 +358,12 @@ void band_synthesis(const T* coef, const Geo& g, int64_t b, T* plane, T bias, T*
     T* top = plane + r0 * g.W;
     T* bot = r0 + 1 < g.H ? top + g.W : spare;
     const int64_t o = i * cols;
-    synthesis_row<T, kBias>(ll + o, hs + o, vs + o, ds + o, full, top, bot, bias);
+    constexpr uintptr_t kAlign = uintptr_t(kVecBytes) - 1;
+    if (((reinterpret_cast<uintptr_t>(top) | reinterpret_cast<uintptr_t>(bot)) & kAlign) == 0) {
+      synthesis_row<T, kBias, true>(ll + o, hs + o, vs + o, ds + o, full, top, bot, bias);
+    } else {
+      synthesis_row<T, kBias>(ll + o, hs + o, vs + o, ds + o, full, top, bot, bias);
+    }
     if (g.W % 2) {  // the straddling pair: keep its left column
       T t2[2], b2[2];
       synthesis_row<T, kBias>(ll + o + full, hs + o + full, vs + o + full, ds + o + full, 1, t2, b2, bias);
@@ -336,6 +371,7 @@ void band_synthesis(const T* coef, const Geo& g, int64_t b, T* plane, T bias, T*
       bot[g.W - 1] = b2[0];
     }
   }
+  stream_fence();  // the streamed rows are visible before the caller's thread hands them on
 }
 
 // ----------------------------------------------------------------------------------------------
