@@ -61,11 +61,12 @@ def _int8_gemm_off() -> str | None:
 
     Built for an AVX2 CPU without int8 dot products, the kernels carry their own exact integer
     GEMM (``vpmaddubsw`` on |x| and w with x's sign, which cannot saturate for codes in
-    [-127, 127]: 61 GMAC/s per core measured against 42 for float32 ``torch.mm``). Elsewhere the integer GEMM is torch's int8 x int8 -> int32 matmul (oneDNN),
-    fast only where the CPU has int8 dot-product instructions (VNNI, AMX): on an AVX2-only CPU
-    torch runs a generic loop, measured 55x slower than the float GEMM of the same shape (1.65 s
-    against 0.03 s for 256x256 @ 256x8192 on one thread). Both paths give the reference's result
-    up to float rounding (docs/design.md §3.8).
+    [-127, 127]: 61 GMAC/s per core measured against 42 for float32 ``torch.mm``). Elsewhere
+    the integer GEMM is torch's int8 x int8 -> int32 matmul (oneDNN), fast only where the CPU
+    has int8 dot-product instructions (VNNI, AMX): on an AVX2-only CPU torch runs a generic
+    loop, measured 55x slower than the float GEMM of the same shape (1.65 s against 0.03 s for
+    256x256 @ 256x8192 on one thread). Both paths give the reference's result up to float
+    rounding (docs/design.md §3.8).
     """
     if _int8_gemm_name() == "avx2-quads":
         return None
