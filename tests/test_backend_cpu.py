@@ -226,6 +226,30 @@ def test_non_contiguous_inputs(layout):
         _assert_rel(CPU.wcc_conv(x, weight, bias, alpha, config), expected, 1e-5, layout)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("integer_gemm", [False, True])
+@pytest.mark.parametrize("shape, c_out, levels, keep, bits", [
+    pytest.param((2, 37, 19, 27), 21, 3, 0.25, 8, id="odd-C-J3-q8"),  # channel groups of 16 with a remainder
+    pytest.param((1, 16, 8, 40), 35, 1, 0.5, 6, id="C16-J1-q6"),
+    pytest.param((1, 5, 13, 9), 3, 2, 0.75, None, id="C5-J2-float"),
+])
+def test_channels_last_inference_is_bit_identical(shape, c_out, levels, keep, bits, integer_gemm, dtype):
+    """A channels-last input is read in place (no transposing copy) and gives a channels-last
+    output with exactly the NCHW path's values: the same arithmetic in the same order."""
+    if integer_gemm and bits is None:
+        pytest.skip("the integer GEMM needs quantized activations")
+    config = WCCConfig(levels=levels, keep_ratio=keep, act_bits=bits, weight_bits=8)
+    x = _tie_free_input(shape, config, dtype, seed=sum(shape))
+    weight, codes = _quantized_weight(c_out, shape[1], 8, dtype, seed=6)
+    bias, alpha = torch.randn(c_out, dtype=dtype), torch.tensor(1.5, dtype=dtype)
+    xl = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        y = CPU.wcc_conv(x, weight, bias, alpha, config, codes if integer_gemm else None)
+        yl = CPU.wcc_conv(xl, weight, bias, alpha, config, codes if integer_gemm else None)
+    assert yl.is_contiguous(memory_format=torch.channels_last) and not yl.is_contiguous()
+    torch.testing.assert_close(yl, y, rtol=0, atol=0)
+
+
 def test_nan_input_propagates_like_reference():
     config = WCCConfig(levels=2, keep_ratio=0.25)
     x = _tie_free_input((1, 4, 16, 16), config, torch.float32, seed=7)

@@ -64,6 +64,23 @@ def test_opcheck_conv_with_integer_weight_codes(backend):
     torch.library.opcheck(torch.ops.wcc.conv.default, args)
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_channels_last_input_gives_channels_last_output(backend):
+    """A channels-last input (a channels-last graph) gets a channels-last output with the same
+    values, and the fake says so: opcheck compares the fake's strides with the kernel's."""
+    _available(backend)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 6, 13, 10, generator=gen)
+    w, b, a = torch.randn(5, 6, generator=gen), torch.randn(5, generator=gen), torch.tensor(2.0)
+    xl = x.contiguous(memory_format=torch.channels_last)
+    args = (w, b, a, None, None, 2, 0.5, 8, 8, backend)
+    with torch.no_grad():
+        y, yl = torch.ops.wcc.conv(x, *args), torch.ops.wcc.conv(xl, *args)
+    assert y.is_contiguous() and not yl.is_contiguous() and yl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(yl, y, rtol=0, atol=0)
+    torch.library.opcheck(torch.ops.wcc.conv.default, (_leaf(xl), _leaf(w), _leaf(b), _leaf(a), *args[3:]))
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_opcheck_unsigned_act_quant(channels_last):
     x = torch.randn(2, 3, 7, 9)

@@ -61,6 +61,16 @@ def _weight_codes(weight: torch.Tensor, codes: torch.Tensor | None, weight_alpha
     return WeightCodes(codes=codes, alpha=alpha, levels=float(2 ** (weight_bits - 1) - 1))
 
 
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout the op's output takes: channels-last for a channels-last input (so that a
+    channels-last graph, where inductor runs the convolutions around the op, needs no transpose
+    on either side of it), else contiguous. An input that is both (C == 1 or H == W == 1) counts
+    as contiguous."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 @torch.library.custom_op("wcc::conv", mutates_args=())
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act_alpha: torch.Tensor,
           weight_codes: torch.Tensor | None, weight_alpha: torch.Tensor | None, levels: int, keep_ratio: float,
@@ -68,14 +78,17 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act_
     config = _config(levels, keep_ratio, weight_bits, act_bits, backend)
     codes = _weight_codes(weight, weight_codes, weight_alpha, weight_bits)
     with torch.no_grad():
-        # Contiguous, as the fake says (the reference returns a cropped view for odd sizes).
-        return select_backend(x, config).wcc_conv(x, weight, bias, act_alpha, config, codes).contiguous()
+        # Dense in the input's layout, as the fake says (the reference returns a cropped view
+        # for odd sizes; backends may return either layout).
+        y = select_backend(x, config).wcc_conv(x, weight, bias, act_alpha, config, codes)
+        return y.contiguous(memory_format=_memory_format(x))
 
 
 @_conv.register_fake
 def _conv_fake(x, weight, bias, act_alpha, weight_codes, weight_alpha, levels, keep_ratio, weight_bits, act_bits,
                backend):
-    return x.new_empty((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]))
+    return torch.empty((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]), dtype=x.dtype, device=x.device,
+                       memory_format=_memory_format(x))
 
 
 @contextlib.contextmanager
@@ -103,13 +116,15 @@ def _conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bi
         grads = torch.autograd.grad(y, inputs, grad, allow_unused=True)
     gx, gw, ga = (g if g is not None else torch.zeros_like(t) for g, t in zip(grads[:3], leaves))
     gb = grads[3] if b is not None and grads[3] is not None else x.new_zeros((0,) if b is None else b.shape)
-    return gx, gw, gb, ga
+    # Dense, d x in x's layout, as the fake says (a backend's gradients may come in any layout).
+    return gx.contiguous(memory_format=_memory_format(x)), gw.contiguous(), gb.contiguous(), ga.contiguous()
 
 
 @_conv_backward.register_fake
 def _conv_backward_fake(grad, x, weight, bias, act_alpha, levels, keep_ratio, weight_bits, act_bits, backend):
     gb = bias.new_empty(bias.shape) if bias is not None else x.new_empty((0,))
-    return x.new_empty(x.shape), weight.new_empty(weight.shape), gb, act_alpha.new_empty(act_alpha.shape)
+    gx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+    return gx, weight.new_empty(weight.shape), gb, act_alpha.new_empty(act_alpha.shape)
 
 
 def _conv_setup(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:

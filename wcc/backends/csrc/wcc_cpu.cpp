@@ -271,12 +271,15 @@ inline void synthesis_row(const T* __restrict ll, const T* __restrict h, const T
 }
 
 // J-level forward transform of band `b` of one channel plane (H x W, row-major, unpadded)
-// into `coef` (Pb values, band order). `work` has g.work_size() elements.
+// into `coef` (Pb values, band order). `work` has g.work_size() elements. `plane` holds the
+// rows from `row0` on (0: the whole plane; b * B: a copy of the band's rows). `ahead`: prefetch
+// distance in rows for input read straight from memory (0: none).
 // Level 1 reads the input rows in place; the zero padding (rows from H, columns from W) is
 // never materialised: column pairs past the image give exact zeros, and the pair that
 // straddles an odd width is computed with an explicit zero, as the reference does.
 template <typename T>
-void band_analysis(const T* plane, const Geo& g, int64_t b, T* coef, T* work) {
+void band_analysis(const T* plane, const Geo& g, int64_t b, T* coef, T* work, int64_t row0 = 0,
+                   int64_t ahead = 4) {
   T* zero = work + 2 * g.Wp;
   T* ping = work + 3 * g.Wp;  // level-1 LL (B/2 x Wp/2)
   T* pong = ping + g.Pb / 4;  // level-2 LL (B/4 x Wp/4)
@@ -305,16 +308,16 @@ void band_analysis(const T* plane, const Geo& g, int64_t b, T* coef, T* work) {
         analysis_row(zero, zero, cols, lo, ho, vo, dout);
         continue;
       }
-      const T* top = plane + r * g.W;
+      const T* top = plane + (r - row0) * g.W;
       const T* bot = r + 1 < g.H ? top + g.W : nullptr;
       if (bot == nullptr) {
         std::fill(zero, zero + g.Wp, T(0));
         bot = zero;
       }
-      // The input rows come straight from memory: prefetch the rows two pairs below (in the
-      // next band for the band's last pairs: pass1 walks a run of bands; a prefetch past the
-      // tensor is harmless). Measured: the stall on these loads took half of pass 1.
-      analysis_row(top, bot, full, lo, ho, vo, dout, 4 * g.W);
+      // Input rows straight from memory: prefetch the rows two pairs below (in the next band
+      // for the band's last pairs: pass1 walks a run of bands; a prefetch past the tensor is
+      // harmless). Measured: the stall on these loads took half of pass 1.
+      analysis_row(top, bot, full, lo, ho, vo, dout, ahead * g.W);
       int64_t j = full;
       if (odd) {
         const T t2[2] = {top[g.W - 1], T(0)}, b2[2] = {bot[g.W - 1], T(0)};
@@ -328,9 +331,12 @@ void band_analysis(const T* plane, const Geo& g, int64_t b, T* coef, T* work) {
 }
 
 // Inverse of band_analysis, written into the cropped output plane (H x W), plus `bias`: the
-// last level writes the output rows in place and skips what the crop drops.
+// last level writes the output rows in place and skips what the crop drops. `plane` holds the
+// rows from `row0` on (as in band_analysis); `stream`: the rows go to memory with streaming
+// stores (an output larger than the caches), not into a buffer that is read next.
 template <typename T, bool kBias>
-void band_synthesis(const T* coef, const Geo& g, int64_t b, T* plane, T bias, T* work) {
+void band_synthesis(const T* coef, const Geo& g, int64_t b, T* plane, T bias, T* work, int64_t row0 = 0,
+                    bool stream = true) {
   T* spare = work + g.Wp;     // sink for a bottom row that falls below H
   T* ping = work + 3 * g.Wp;  // reconstructed LL of level 1 (B/2 x Wp/2)
   T* pong = ping + g.Pb / 4;  // reconstructed LL of level 2
@@ -355,11 +361,11 @@ void band_synthesis(const T* coef, const Geo& g, int64_t b, T* plane, T bias, T*
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t r0 = b * g.B + 2 * i;
     if (r0 >= g.H) break;  // cropped away (rows below H are padding)
-    T* top = plane + r0 * g.W;
+    T* top = plane + (r0 - row0) * g.W;
     T* bot = r0 + 1 < g.H ? top + g.W : spare;
     const int64_t o = i * cols;
     constexpr uintptr_t kAlign = uintptr_t(kVecBytes) - 1;
-    if (((reinterpret_cast<uintptr_t>(top) | reinterpret_cast<uintptr_t>(bot)) & kAlign) == 0) {
+    if (stream && ((reinterpret_cast<uintptr_t>(top) | reinterpret_cast<uintptr_t>(bot)) & kAlign) == 0) {
       synthesis_row<T, kBias, true>(ll + o, hs + o, vs + o, ds + o, full, top, bot, bias);
     } else {
       synthesis_row<T, kBias>(ll + o, hs + o, vs + o, ds + o, full, top, bot, bias);
@@ -698,9 +704,89 @@ void parallel_items(int64_t n, const F& fn) {
 // Pass 1: transform + channel energy (+ storage of the coefficients when `store` is given).
 //   x: (N, C, H, W) contiguous; scores: (N, P) band order; store: (N, nb, C, Pb).
 
+// Channels per group when a channels-last tensor is read or written band by band: 16 floats
+// are one 64-byte line of a pixel's channel vector.
+constexpr int64_t kGroup = 16;
+
+// Distance between the channel rows of such a tile: the row length rounded up to whole cache
+// lines plus one line. Rows a power of two apart (2^J rows of a power-of-two width) would
+// all map to the same L1 set, and the kGroup lines a pixel touches would evict each other.
+template <typename T>
+int64_t tile_stride(int64_t area) {
+  constexpr int64_t line = 64 / int64_t(sizeof(T));
+  return (area + line - 1) / line * line + line;
+}
+
+// Copies a (rows x cols) block, `src` rows sld elements apart, into its transpose (cols x
+// rows) at `dst`, rows dld apart: the layout change between a channels-last tensor (pixel
+// rows of channels) and a channel-major tile (channel rows of pixels).
+template <typename T>
+inline void transpose_block(const T* __restrict src, int64_t sld, int64_t rows, int64_t cols, T* __restrict dst,
+                            int64_t dld) {
+  int64_t i = 0;
+#if defined(__AVX__)
+  if constexpr (std::is_same_v<T, float>) {
+    // 8 x 8 tiles through registers: eight 32-byte loads and eight 32-byte stores instead of
+    // 64 scalar moves each way.
+    for (; i + 8 <= rows; i += 8) {
+      int64_t j = 0;
+      for (; j + 8 <= cols; j += 8) {
+        __m256 r[8];
+        for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + (i + k) * sld + j);
+        const __m256 a0 = _mm256_unpacklo_ps(r[0], r[1]), a1 = _mm256_unpackhi_ps(r[0], r[1]);
+        const __m256 a2 = _mm256_unpacklo_ps(r[2], r[3]), a3 = _mm256_unpackhi_ps(r[2], r[3]);
+        const __m256 a4 = _mm256_unpacklo_ps(r[4], r[5]), a5 = _mm256_unpackhi_ps(r[4], r[5]);
+        const __m256 a6 = _mm256_unpacklo_ps(r[6], r[7]), a7 = _mm256_unpackhi_ps(r[6], r[7]);
+        const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xEE);
+        const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xEE);
+        const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xEE);
+        const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xEE);
+        const __m256 c[8] = {_mm256_permute2f128_ps(b0, b4, 0x20), _mm256_permute2f128_ps(b1, b5, 0x20),
+                             _mm256_permute2f128_ps(b2, b6, 0x20), _mm256_permute2f128_ps(b3, b7, 0x20),
+                             _mm256_permute2f128_ps(b0, b4, 0x31), _mm256_permute2f128_ps(b1, b5, 0x31),
+                             _mm256_permute2f128_ps(b2, b6, 0x31), _mm256_permute2f128_ps(b3, b7, 0x31)};
+        for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (j + k) * dld + i, c[k]);
+      }
+      for (; j < cols; ++j)
+        for (int k = 0; k < 8; ++k) dst[j * dld + i + k] = src[(i + k) * sld + j];
+    }
+  }
+#endif
+  for (; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[j * dld + i] = src[i * sld + j];
+}
+
+// Pass 1 on a channels-last input (x: (N, H, W, C) in memory). A band's rows hold every
+// channel, interleaved: per group of kGroup channels they are copied into a channel-major tile
+// (kGroup x rows x W, cache-resident), read one pixel's line at a time, and each channel of
+// the tile is transformed as in the NCHW pass. Items are bands.
 template <typename T, typename S>
-void pass1(const T* x, const Geo& g, const Quant& q, T* scores, S* store) {
+void pass1_nhwc(const T* x, const Geo& g, T alpha, T n, T* scores, S* store) {
+  parallel_items(g.N * g.nb, [&](int64_t item) {
+    Scratch<T, 0> coef(g.Pb);
+    Scratch<T, 1> work(g.work_size());
+    const int64_t img = item / g.nb, b = item % g.nb;
+    const int64_t r0 = b * g.B, rows = std::min(g.B, g.H - r0), area = rows * g.W, ld = tile_stride<T>(area);
+    Scratch<T, 2> tile(kGroup * ld);
+    T* sc = scores + img * g.P() + b * g.Pb;
+    std::fill(sc, sc + g.Pb, T(0));
+    const T* src = x + (img * g.H + r0) * g.W * g.C;  // the band's first pixel
+    for (int64_t c0 = 0; c0 < g.C; c0 += kGroup) {
+      const int64_t gn = std::min(kGroup, g.C - c0);
+      transpose_block(src + c0, g.C, area, gn, tile.data(), ld);
+      for (int64_t t = 0; t < gn; ++t) {
+        band_analysis(tile.data() + t * ld, g, b, coef.data(), work.data(), r0, 0);
+        S* st = store == nullptr ? nullptr : store + ((img * g.nb + b) * g.C + c0 + t) * g.Pb;
+        accumulate_and_store<T, S>(coef.data(), g.Pb, alpha, n, sc, st);
+      }
+    }
+  });
+}
+
+template <typename T, typename S>
+void pass1(const T* x, const Geo& g, const Quant& q, T* scores, S* store, bool nhwc = false) {
   const T alpha = T(q.alpha), n = T(q.n);
+  if (nhwc) return pass1_nhwc(x, g, alpha, n, scores, store);
   // Items are runs of consecutive bands, and each item walks its run channel by channel: one
   // channel's run is one contiguous stretch of input rows, long enough for the hardware
   // prefetchers to stream it (band by band across channels, each channel's 2^J rows were a new
@@ -960,10 +1046,43 @@ constexpr int64_t kMinChunkChannels = 128;  // output channels per pass-2 item, 
 //   wcodes: when defined, the weight as int8 codes (C_out, C_in); with int8 activation codes the
 //   GEMM then runs on the codes and code_scale = weight step * activation step scales its result.
 
+// Scatter + inverse transform (+ bias) of output channels [c0, c1) of band `b` of image `img`
+// into y: channel co's kept values are value(co, i) at band positions loc[i] (i < kb). y is
+// (N, Co, H, W) in memory, or (N, H, W, Co) when nhwc: then each group of kGroup channels is
+// reconstructed into a channel-major tile and written out one pixel's line at a time.
+// `plane` has g.Pb elements, `work` g.work_size().
+template <typename T, typename F>
+void reconstruct(const Geo& g, int64_t img, int64_t b, int64_t Co, int64_t c0, int64_t c1, const int32_t* loc,
+                 int64_t kb, const T* bias, bool nhwc, T* y, T* plane, T* work, const F& value) {
+  // Every output channel has its nonzeros at the same positions: zero the band once and
+  // overwrite those positions per channel.
+  std::fill(plane, plane + g.Pb, T(0));
+  auto one = [&](int64_t co, T* out, int64_t row0, bool stream) {
+    for (int64_t i = 0; i < kb; ++i) plane[loc[i]] = value(co, i);
+    if (bias != nullptr) {
+      band_synthesis<T, true>(plane, g, b, out, bias[co], work, row0, stream);
+    } else {
+      band_synthesis<T, false>(plane, g, b, out, T(0), work, row0, stream);
+    }
+  };
+  if (!nhwc) {
+    for (int64_t co = c0; co < c1; ++co) one(co, y + (img * Co + co) * g.H * g.W, 0, true);
+    return;
+  }
+  const int64_t r0 = b * g.B, area = std::min(g.B, g.H - r0) * g.W, ld = tile_stride<T>(area);
+  Scratch<T, 4> tile(kGroup * ld);
+  T* dst = y + (img * g.H + r0) * g.W * Co;  // the band's first pixel
+  for (int64_t g0 = c0; g0 < c1; g0 += kGroup) {
+    const int64_t gn = std::min(kGroup, c1 - g0);
+    for (int64_t t = 0; t < gn; ++t) one(g0 + t, tile.data() + t * ld, r0, false);
+    transpose_block(tile.data(), ld, gn, area, dst + g0, Co);
+  }
+}
+
 template <typename T, typename S>
 void pass2(const S* store, const Geo& g, const int32_t* kept, int64_t k, const at::Tensor& weight,
            const at::Tensor& wcodes, const int32_t* wquads, double code_scale, const T* bias, const Quant& q, T* y,
-           T* saved_raw) {
+           T* saved_raw, bool nhwc = false) {
   const T alpha = T(q.alpha), n = T(q.n);
   const int64_t Ci = g.C, Co = weight.size(0);
   const std::vector<int64_t> seg = band_segments(kept, g, k);
@@ -1046,17 +1165,9 @@ void pass2(const S* store, const Geo& g, const int32_t* kept, int64_t k, const a
 #endif
           timer.restart(kScatterInverse);
           const T scale = T(code_scale);
-          std::fill(plane.data(), plane.data() + g.Pb, T(0));
-          for (int64_t co = c0; co < c1; ++co) {
-            const int32_t* ar = acc.data() + (co - c0) * ld;
-            for (int64_t i = 0; i < kb; ++i) plane[loc[i]] = T(ar[i]) * scale;
-            T* yp = y + (img * Co + co) * g.H * g.W;
-            if (bias != nullptr) {
-              band_synthesis<T, true>(plane.data(), g, b, yp, bias[co], work.data());
-            } else {
-              band_synthesis<T, false>(plane.data(), g, b, yp, T(0), work.data());
-            }
-          }
+          const int32_t* ap = acc.data();
+          reconstruct<T>(g, img, b, Co, c0, c1, loc.data(), kb, bias, nhwc, y, plane.data(), work.data(),
+                         [&](int64_t co, int64_t i) { return T(ap[(co - c0) * ld + i]) * scale; });
           timer.stop();
           return;
         }
@@ -1085,19 +1196,9 @@ void pass2(const S* store, const Geo& g, const int32_t* kept, int64_t k, const a
       at::mm_out(out, weight.narrow(0, c0, rows), wrap(xk.data(), {Ci, kb}));
     }
     timer.restart(kScatterInverse);
-    // Every output channel has its nonzeros at the same positions: zero the band once and
-    // overwrite those positions per channel.
-    std::fill(plane.data(), plane.data() + g.Pb, T(0));
-    for (int64_t co = c0; co < c1; ++co) {
-      const T* yr = yk.data() + (co - c0) * kb;
-      for (int64_t i = 0; i < kb; ++i) plane[loc[i]] = yr[i];
-      T* yp = y + (img * Co + co) * g.H * g.W;
-      if (bias != nullptr) {
-        band_synthesis<T, true>(plane.data(), g, b, yp, bias[co], work.data());
-      } else {
-        band_synthesis<T, false>(plane.data(), g, b, yp, T(0), work.data());
-      }
-    }
+    const T* yv = yk.data();
+    reconstruct<T>(g, img, b, Co, c0, c1, loc.data(), kb, bias, nhwc, y, plane.data(), work.data(),
+                   [&](int64_t co, int64_t i) { return yv[(co - c0) * kb + i]; });
     timer.stop();
   });
 }
@@ -1135,7 +1236,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> wcc_forward(const at::Tensor& x_i
                                                            double weight_step) {
   check_input(x_in, levels);
   at::AutoDispatchBelowADInplaceOrView guard;  // autograd is the Python Function's business
-  const at::Tensor x = x_in.detach().contiguous();
+  // A channels-last input (a channels-last graph) is read as it is and gets a channels-last
+  // output: converting either side would cost a transposing copy of the whole tensor. Training
+  // (save) keeps the NCHW path.
+  const bool nhwc = !save && !x_in.is_contiguous() && x_in.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor x = nhwc ? x_in.detach() : x_in.detach().contiguous();
   const at::Tensor weight = weight_in.detach().contiguous();
   TORCH_CHECK(weight.dim() == 2 && weight.size(1) == x.size(1) && weight.scalar_type() == x.scalar_type(),
               "wcc_cpu: weight must be (C_out, C_in) with the input's dtype, got ", weight.sizes(), " ",
@@ -1151,7 +1256,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> wcc_forward(const at::Tensor& x_i
   TORCH_CHECK(g.P() < std::numeric_limits<int32_t>::max(), "wcc_cpu: image too large");
   const Quant q = make_quant(alpha, act_bits);
   const int64_t Co = weight.size(0);
-  at::Tensor y = empty_output({g.N, Co, g.H, g.W}, x.options());
+  at::Tensor y = nhwc ? empty_output({g.N, g.H, g.W, Co}, x.options()).permute({0, 3, 1, 2})
+                      : empty_output({g.N, Co, g.H, g.W}, x.options());
   at::Tensor kept = at::empty({g.N, k}, x.options().dtype(at::kInt));
   at::Tensor saved = save ? at::empty({g.N, g.C, k}, x.options()) : at::Tensor();
   // Codes are exact integers for <= 16 bits; the raw value is kept when backward needs it
@@ -1195,12 +1301,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> wcc_forward(const at::Tensor& x_i
     T* scores = reinterpret_cast<T*>(ws.data());
     auto run = [&](auto* sp) {  // sp: the store, (N, nb, C, Pb) of int8, int16 or T
       PhaseTimer timer(kPass1);
-      pass1<T>(x.data_ptr<T>(), g, q, scores, sp);
+      pass1<T>(x.data_ptr<T>(), g, q, scores, sp, nhwc);
       timer.restart(kSelect);
       select_topk<T>(scores, g, k, kept.data_ptr<int32_t>());
       timer.restart(kPass2);
       pass2<T>(sp, g, kept.data_ptr<int32_t>(), k, weight, wcodes, wquads.data(), code_scale, bp, q, y.data_ptr<T>(),
-               sv);
+               sv, nhwc);
       timer.stop();
     };
     uint8_t* store = ws.data() + score_bytes;
