@@ -150,11 +150,16 @@ def _converted_model() -> nn.Module:
     return model.eval()
 
 
-def test_converted_model_compiles_fullgraph_and_equals_eager():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_converted_model_compiles_fullgraph_and_equals_eager(channels_last):
+    """Also channels-last (how bench compiles models): the op keeps that layout, so the graph
+    needs no transposes around it, and the values stay eager's."""
     model = _converted_model()
     x = torch.randn(2, 3, 19, 22)
     with torch.no_grad():
         expected = model(x)
+        if channels_last:
+            model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
         assert torch._dynamo.explain(model)(x).graph_break_count == 0
         torch._dynamo.reset()
         got = torch.compile(model, fullgraph=True)(x)

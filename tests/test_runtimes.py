@@ -144,6 +144,24 @@ def test_cpu_only_baselines_refuse_cuda() -> None:
         rt.build_runtime("ort_int8", conv, x, "cuda")
 
 
+def test_inductor_baseline_compiles_a_channels_last_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled baseline gets channels-last weights and input; the caller's module is untouched."""
+    seen = []
+
+    def fake_compile(module: nn.Module, **kwargs: object) -> object:
+        seen.append(module)
+        return lambda x: (seen.append(x), module(x))[1]
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    conv, x = _conv()
+    built = rt.build_runtime("inductor_fp32", conv, x)
+    compiled_module, example = seen[0], seen[1]
+    assert compiled_module is not conv and conv.weight.is_contiguous()
+    assert compiled_module.weight.is_contiguous(memory_format=torch.channels_last)
+    assert example.is_contiguous(memory_format=torch.channels_last) and not example.is_contiguous()
+    torch.testing.assert_close(built.output, conv(x))
+
+
 def test_compile_failure_is_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: object, **kwargs: object) -> object:
         raise RuntimeError("no C++ compiler")

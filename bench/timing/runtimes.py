@@ -15,7 +15,8 @@ op                  device     precision  what runs
                                           per-channel (symmetric) weights, uint8 activations
                                           calibrated (MinMax) on :data:`CALIBRATION_BATCHES`
                                           seeded inputs of the row's shape
-``inductor_fp32``   cpu, cuda  fp32/dtype ``torch.compile`` (inductor) with freezing, no_grad
+``inductor_fp32``   cpu, cuda  fp32/dtype ``torch.compile`` (inductor) with freezing, no_grad,
+                                          channels-last weights and input
 ``openvino_fp32``   cpu        fp32       OpenVINO on the FP32 ONNX export (when installed)
 ``openvino_int8``   cpu        int8       OpenVINO on the QDQ int8 export (when installed)
 ``tensorrt_fp16``   cuda       fp16       TensorRT: ONNX Runtime's TensorRT EP on the ONNX
@@ -282,9 +283,18 @@ def build_runtime(op: str, module: nn.Module, example: torch.Tensor, device: str
 
 
 def _inductor(module: nn.Module, example: torch.Tensor) -> Callable[[], Any]:
+    import copy
+
     import torch._inductor.config as inductor_config
 
     compiled: Any = None
+    if example.dim() == 4:
+        # Channels-last weights and input, as one deploys a CNN on a CPU: inductor runs its
+        # convolutions channels-last anyway, and a graph that starts channels-last needs no
+        # transposes around the ops that keep their input's layout (the WCC op, wcc/ops.py).
+        # A copy: the caller's module stays as it was.
+        module = copy.deepcopy(module).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        example = example.contiguous(memory_format=torch.channels_last)
 
     def run() -> Any:
         with torch.no_grad():
