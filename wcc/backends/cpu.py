@@ -14,6 +14,8 @@ exact ``vpmaddubsw`` GEMM, about 1.5 times). Large outputs are allocated on tran
 huge pages (a fresh 4 KiB-paged output costs a page fault per 4 KiB on every call), and freed
 output blocks are reused (up to 256 MiB), so a layer's output does not fault in and zero fresh
 pages on every call.
+In inference a channels-last input is read in place and gets a channels-last output (a
+channels-last compiled graph then holds no transposes around the op); training converts to NCHW.
 See ``csrc/wcc_cpu.cpp`` for the details and ``cpu_build.py`` for building and caching.
 
 Semantics equal the reference: bit-identical coefficients, quantized values and inverse
